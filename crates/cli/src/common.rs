@@ -1,0 +1,137 @@
+//! What every repository command shares: where the repository is, how to unlock it,
+//! and how long-running work shows progress.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use coffer_repo::{Location, Repository, Secret};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Repository location and secret, shared by all repository commands.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RepoOpts {
+    /// Repository: a path, file://PATH or s3://BUCKET/PREFIX (AWS_* variables configure S3).
+    #[arg(long, env = "COFFER_REPO", global = true, value_name = "LOCATION")]
+    pub repo: Option<String>,
+    /// Read the repository password from this file (else env COFFER_PASSWORD).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Unlock with a raw key read from this file instead of a password.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl RepoOpts {
+    pub fn location(&self) -> Result<Location> {
+        let Some(repo) = &self.repo else {
+            bail!("no repository given: pass --repo LOCATION or set COFFER_REPO");
+        };
+        Ok(Location::parse(repo)?)
+    }
+
+    pub fn secret(&self) -> Result<Secret> {
+        secret_from(
+            self.password_file.as_ref(),
+            self.key_file.as_ref(),
+            "COFFER_PASSWORD",
+            "--password-file",
+        )
+    }
+
+    /// Opens the repository, with errors that say what to fix.
+    pub async fn open(&self) -> Result<Repository> {
+        let location = self.location()?;
+        let secret = self.secret()?;
+        Ok(Repository::open(&location, &secret).await?)
+    }
+}
+
+/// Reads a secret from a key file, a password file, or the given environment variable.
+pub fn secret_from(
+    password_file: Option<&PathBuf>,
+    key_file: Option<&PathBuf>,
+    env_var: &str,
+    password_flag: &str,
+) -> Result<Secret> {
+    if let Some(path) = key_file {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?;
+        return Ok(Secret::KeyFile(bytes));
+    }
+    if let Some(path) = password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read password file {}", path.display()))?;
+        let password = text.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            bail!("password file {} is empty", path.display());
+        }
+        return Ok(Secret::Password(password));
+    }
+    match std::env::var(env_var) {
+        Ok(p) if !p.is_empty() => Ok(Secret::Password(p)),
+        _ => bail!("no password given: set {env_var}, or pass {password_flag} FILE or a key file"),
+    }
+}
+
+/// True when progress bars may be drawn (stderr is a terminal).
+pub fn interactive() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A byte-count progress bar with rate and ETA; hidden when stderr is not a terminal.
+pub fn bytes_progress(total: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), draw_target());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A spinner for work of unknown size; hidden when stderr is not a terminal.
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, draw_target());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {pos}")
+            .expect("valid template"),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn draw_target() -> ProgressDrawTarget {
+    if interactive() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Parses `K=V` tag arguments.
+pub fn parse_tags(tags: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut map = std::collections::BTreeMap::new();
+    for t in tags {
+        let Some((k, v)) = t.split_once('=') else {
+            bail!("tag {t:?} is not K=V");
+        };
+        if k.is_empty() {
+            bail!("tag {t:?} has an empty key");
+        }
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok(map)
+}
