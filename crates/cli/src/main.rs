@@ -3,19 +3,32 @@
 //! Each command group lives in its own module and only parses arguments, calls the
 //! library crates and prints results; no repository or Kubernetes logic lives here.
 
+mod common;
 mod dev;
+mod repo_cmd;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "coffer", version, about = "Backup and restore for Kubernetes applications")]
+#[command(
+    name = "coffer",
+    version,
+    about = "Backup and restore for Kubernetes applications"
+)]
 struct Cli {
+    #[command(flatten)]
+    repo: common::RepoOpts,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Repository management.
+    #[command(subcommand)]
+    Repo(repo_cmd::RepoCommand),
+    /// List snapshots.
+    Snapshots(repo_cmd::SnapshotsArgs),
     /// Developer tools: a local test cluster.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -35,7 +48,10 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let result = rt.block_on(async move {
+        let repo = cli.repo;
         match cli.command {
+            Command::Repo(cmd) => repo_cmd::run(&repo, cmd).await,
+            Command::Snapshots(a) => repo_cmd::snapshots(&repo, a).await,
             Command::Dev(cmd) => dev::run(cmd).await,
         }
     });

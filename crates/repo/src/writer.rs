@@ -1,0 +1,674 @@
+//! Writer sessions: how chunks get into packs, packs into the index, and a snapshot
+//! manifest on top, without any lock shared with other writers.
+//!
+//! A session first writes a marker under `sessions/` (refreshed while it runs, so prune
+//! knows a backup is in progress and holds back deletions), then reads the deletion plans
+//! under `deletions/` and never deduplicates against a pack prune has scheduled for
+//! deletion. Chunks are hashed, deduplicated, compressed and sealed on the blocking pool,
+//! then streamed into an open pack per blob kind; full packs are closed in the background.
+//! At commit the session re-checks the deletion plans (prune may have run meanwhile) and
+//! stores again any chunk it reused from a pack now scheduled for deletion, closes its
+//! packs, writes its index file and only then the snapshot manifest. A session killed at
+//! any point leaves only whole objects behind: packs without index entries, which nothing
+//! references and prune removes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, Id};
+use crate::index::{IndexFile, PackRecord};
+use crate::pack::{self, BlobEntry, BlobKind};
+use crate::repository::{Repository, open_object, seal_object};
+use crate::snapshot::{self, NewSnapshot, Snapshot};
+
+/// How often a running session refreshes its marker.
+pub const SESSION_HEARTBEAT: Duration = Duration::from_secs(60);
+/// A session whose marker is older than this is taken as dead (killed writer).
+pub const SESSION_STALE: Duration = Duration::from_secs(10 * 60);
+/// Index files are written every this many packs, so that an interrupted long backup
+/// leaves indexed packs the next backup can reuse.
+const INDEX_FLUSH_PACKS: usize = 64;
+/// Packs closed in the background at once (bounds memory and open uploads).
+const MAX_CLOSING: usize = 2;
+
+/// Result of [`Writer::add`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Added {
+    pub id: ChunkId,
+    /// True when the chunk was stored; false when it was already in the repository.
+    pub new: bool,
+    /// Bytes added to the repository for this chunk (0 when deduplicated).
+    pub stored_bytes: u64,
+}
+
+/// Counters of one session.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteStats {
+    pub chunks_new: u64,
+    pub chunks_reused: u64,
+    /// Plaintext bytes of new chunks.
+    pub bytes_new_raw: u64,
+    /// Stored (compressed, sealed) bytes of new chunks: what the repository grew by.
+    pub bytes_new_stored: u64,
+}
+
+/// A session marker's sealed content.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SessionInfo {
+    pub started: chrono::DateTime<Utc>,
+    pub hostname: String,
+    pub pid: u32,
+    pub purpose: String,
+}
+
+/// A deletion plan written by prune.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DeletionPlan {
+    pub created: chrono::DateTime<Utc>,
+    pub packs: Vec<Id>,
+}
+
+pub(crate) fn session_path(id: &Id, seq: u64) -> String {
+    format!("sessions/{}/{:010}", id.to_hex(), seq)
+}
+
+/// Reads every deletion plan: (object path, plan).
+pub(crate) async fn load_deletion_plans(repo: &Repository) -> Result<Vec<(String, DeletionPlan)>> {
+    let listed = repo.backend().list("deletions/").await?;
+    let mut out = Vec::new();
+    for o in listed {
+        let raw = match repo.backend().read(&o.path).await {
+            Ok(r) => r,
+            // Deleted by a concurrent prune after our listing: nothing to honour any more.
+            Err(Error::MissingObject { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let plain =
+            open_object(repo.keys(), b"deletions", &raw).map_err(|r| Error::corrupt(&o.path, r))?;
+        let plan: DeletionPlan = serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(&o.path, format!("bad JSON: {e}")))?;
+        out.push((o.path, plan));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn write_deletion_plan(repo: &Repository, plan: &DeletionPlan) -> Result<String> {
+    let sealed = seal_object(
+        repo.keys(),
+        b"deletions",
+        &serde_json::to_vec(plan).unwrap(),
+    );
+    let path = format!("deletions/{}", Id::of_content(&sealed).to_hex());
+    repo.backend().write_new(&path, Bytes::from(sealed)).await?;
+    Ok(path)
+}
+
+struct OpenPack {
+    id: Id,
+    writer: opendal::Writer,
+    written: u64,
+    entries: Vec<BlobEntry>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Chunks stored by this session (written or being written).
+    stored: HashSet<ChunkId>,
+    /// Every chunk the snapshot will reference.
+    refs: HashSet<ChunkId>,
+    /// Chunks reused from the index, with the pack they were found in.
+    reused_from: HashMap<ChunkId, Id>,
+    /// Closed packs not yet in an index file.
+    unindexed: Vec<PackRecord>,
+    /// Packs never to deduplicate against (scheduled for deletion, or being repacked).
+    excluded: HashSet<Id>,
+    failed: Option<String>,
+}
+
+/// One writer session. Clone it to add chunks from several tasks.
+#[derive(Clone)]
+pub struct Writer {
+    inner: Arc<WriterInner>,
+}
+
+struct WriterInner {
+    repo: Repository,
+    session: Id,
+    started: chrono::DateTime<Utc>,
+    state: Mutex<State>,
+    packers: [tokio::sync::Mutex<Option<OpenPack>>; 2],
+    closing: tokio::sync::Mutex<Vec<JoinHandle<Result<PackRecord>>>>,
+    index_ids: Mutex<Vec<Id>>,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    chunks_new: AtomicU64,
+    chunks_reused: AtomicU64,
+    bytes_new_raw: AtomicU64,
+    bytes_new_stored: AtomicU64,
+}
+
+impl Drop for WriterInner {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+}
+
+impl Repository {
+    /// Starts a writer session.
+    pub async fn writer(&self) -> Result<Writer> {
+        self.writer_for("backup").await
+    }
+
+    pub(crate) async fn writer_for(&self, purpose: &str) -> Result<Writer> {
+        let session = Id::random();
+        let started = Utc::now();
+        let info = SessionInfo {
+            started,
+            hostname: crate::hostname(),
+            pid: std::process::id(),
+            purpose: purpose.to_string(),
+        };
+        let sealed = Bytes::from(seal_object(
+            self.keys(),
+            b"session",
+            &serde_json::to_vec(&info).unwrap(),
+        ));
+        // The marker goes first, then the deletion plans are read: prune does the
+        // opposite (plan, then markers), so one of the two always sees the other.
+        self.backend()
+            .write_new(&session_path(&session, 0), sealed.clone())
+            .await?;
+        let plans = load_deletion_plans(self).await?;
+        self.reload_index().await?;
+        let mut state = State::default();
+        for (_, plan) in plans {
+            state.excluded.extend(plan.packs);
+        }
+        let backend = self.backend().clone();
+        let heartbeat = tokio::spawn(async move {
+            let mut seq = 0u64;
+            loop {
+                tokio::time::sleep(SESSION_HEARTBEAT).await;
+                let next = seq + 1;
+                if backend
+                    .write_new(&session_path(&session, next), sealed.clone())
+                    .await
+                    .is_ok()
+                {
+                    let _ = backend.delete(&session_path(&session, seq)).await;
+                    seq = next;
+                }
+            }
+        });
+        Ok(Writer {
+            inner: Arc::new(WriterInner {
+                repo: self.clone(),
+                session,
+                started,
+                state: Mutex::new(state),
+                packers: [tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)],
+                closing: tokio::sync::Mutex::new(Vec::new()),
+                index_ids: Mutex::new(Vec::new()),
+                heartbeat: Mutex::new(Some(heartbeat)),
+                chunks_new: AtomicU64::new(0),
+                chunks_reused: AtomicU64::new(0),
+                bytes_new_raw: AtomicU64::new(0),
+                bytes_new_stored: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+enum Claim {
+    Exists,
+    New,
+}
+
+impl Writer {
+    pub fn repository(&self) -> &Repository {
+        &self.inner.repo
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        let i = &self.inner;
+        WriteStats {
+            chunks_new: i.chunks_new.load(Ordering::Relaxed),
+            chunks_reused: i.chunks_reused.load(Ordering::Relaxed),
+            bytes_new_raw: i.bytes_new_raw.load(Ordering::Relaxed),
+            bytes_new_stored: i.bytes_new_stored.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Never deduplicate against these packs (prune uses it while repacking).
+    pub(crate) fn exclude_packs(&self, packs: impl IntoIterator<Item = Id>) {
+        self.inner.state.lock().unwrap().excluded.extend(packs);
+    }
+
+    /// Decides whether `id` must be stored, and references it either way.
+    fn claim(&self, id: ChunkId, force: bool) -> Claim {
+        let mut st = self.inner.state.lock().unwrap();
+        st.refs.insert(id);
+        if st.stored.contains(&id) {
+            return Claim::Exists;
+        }
+        if !force {
+            let index = self.inner.repo.index();
+            if let Some(loc) = index
+                .lookup(&id)
+                .into_iter()
+                .find(|l| !st.excluded.contains(&l.pack))
+            {
+                st.reused_from.insert(id, loc.pack);
+                return Claim::Exists;
+            }
+        }
+        st.stored.insert(id);
+        Claim::New
+    }
+
+    /// Adds a chunk: hashes it, and stores it unless the repository has it already.
+    pub async fn add(&self, kind: BlobKind, data: Bytes) -> Result<Added> {
+        self.add_inner(kind, data, false).await
+    }
+
+    async fn add_inner(&self, kind: BlobKind, data: Bytes, force: bool) -> Result<Added> {
+        self.check_failed()?;
+        let this = self.clone();
+        let (id, sealed, raw_len) = tokio::task::spawn_blocking(move || {
+            let keys = this.inner.repo.keys();
+            let id = keys.chunk_id(&data);
+            match this.claim(id, force) {
+                Claim::Exists => (id, None, data.len()),
+                Claim::New => {
+                    let compression = this.inner.repo.config().compression();
+                    (
+                        id,
+                        Some(pack::seal_blob(keys, &id, &data, compression)),
+                        data.len(),
+                    )
+                }
+            }
+        })
+        .await
+        .expect("chunk sealing panicked");
+        let Some(sealed) = sealed else {
+            self.inner.chunks_reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(Added {
+                id,
+                new: false,
+                stored_bytes: 0,
+            });
+        };
+        let stored = sealed.len() as u64;
+        if let Err(e) = self.append(kind, id, sealed, raw_len as u32).await {
+            self.fail(&e);
+            return Err(e);
+        }
+        self.inner.chunks_new.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .bytes_new_raw
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.inner
+            .bytes_new_stored
+            .fetch_add(stored, Ordering::Relaxed);
+        Ok(Added {
+            id,
+            new: true,
+            stored_bytes: stored,
+        })
+    }
+
+    /// References a chunk without its data (e.g. an unchanged file from the parent).
+    /// False when the repository does not have it (usable); then add() the data.
+    pub fn reuse(&self, id: &ChunkId) -> bool {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.stored.contains(id) {
+            st.refs.insert(*id);
+            return true;
+        }
+        let index = self.inner.repo.index();
+        match index
+            .lookup(id)
+            .into_iter()
+            .find(|l| !st.excluded.contains(&l.pack))
+        {
+            Some(loc) => {
+                st.refs.insert(*id);
+                st.reused_from.insert(*id, loc.pack);
+                drop(st);
+                self.inner.chunks_reused.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores a metadata byte stream as content-defined chunks; returns their ids in order.
+    pub async fn add_stream(&self, kind: BlobKind, data: &[u8]) -> Result<Vec<ChunkId>> {
+        let p = self.inner.repo.config().chunker;
+        let mut ids = Vec::new();
+        for c in fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max) {
+            let part = Bytes::copy_from_slice(&data[c.offset..c.offset + c.length]);
+            ids.push(self.add(kind, part).await?.id);
+        }
+        Ok(ids)
+    }
+
+    fn fail(&self, e: &Error) {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.failed.is_none() {
+            st.failed = Some(e.to_string());
+        }
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.inner.state.lock().unwrap().failed {
+            Some(msg) => Err(Error::Refused(format!(
+                "this backup session failed earlier: {msg}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn append(
+        &self,
+        kind: BlobKind,
+        id: ChunkId,
+        sealed: Vec<u8>,
+        raw_len: u32,
+    ) -> Result<()> {
+        let repo = &self.inner.repo;
+        let slot = &self.inner.packers[kind.to_u8() as usize];
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            let pack_id = Id::random();
+            let writer = repo.backend().writer(&pack::pack_path(&pack_id)).await?;
+            *guard = Some(OpenPack {
+                id: pack_id,
+                writer,
+                written: 0,
+                entries: Vec::new(),
+            });
+        }
+        let open = guard.as_mut().unwrap();
+        let len = sealed.len() as u32;
+        let path = pack::pack_path(&open.id);
+        repo.backend()
+            .write_part(&path, &mut open.writer, Bytes::from(sealed))
+            .await?;
+        open.entries.push(BlobEntry {
+            kind,
+            id,
+            offset: open.written as u32,
+            length: len,
+            raw_length: raw_len,
+        });
+        open.written += len as u64;
+        if open.written >= repo.config().pack_size as u64 {
+            let full = guard.take().unwrap();
+            drop(guard);
+            self.close_in_background(full).await?;
+        }
+        Ok(())
+    }
+
+    async fn close_in_background(&self, open: OpenPack) -> Result<()> {
+        let repo = self.inner.repo.clone();
+        let handle = tokio::spawn(async move { close_pack(&repo, open).await });
+        let mut closing = self.inner.closing.lock().await;
+        closing.push(handle);
+        // Bound the packs in flight: wait for the oldest ones.
+        while closing.len() > MAX_CLOSING {
+            let h = closing.remove(0);
+            let rec = h.await.expect("pack close panicked")?;
+            self.inner.state.lock().unwrap().unindexed.push(rec);
+        }
+        drop(closing);
+        self.maybe_flush_index().await
+    }
+
+    async fn maybe_flush_index(&self) -> Result<()> {
+        let batch = {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.unindexed.len() < INDEX_FLUSH_PACKS {
+                return Ok(());
+            }
+            std::mem::take(&mut st.unindexed)
+        };
+        self.write_index(batch).await
+    }
+
+    async fn write_index(&self, packs: Vec<PackRecord>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let id = self
+            .inner
+            .repo
+            .write_index_file(&IndexFile {
+                supersedes: Vec::new(),
+                packs,
+            })
+            .await?;
+        self.inner.index_ids.lock().unwrap().push(id);
+        Ok(())
+    }
+
+    /// Closes every open pack and writes the index for all packs of this session.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        for slot in &self.inner.packers {
+            let open = slot.lock().await.take();
+            if let Some(open) = open {
+                let repo = self.inner.repo.clone();
+                let rec = close_pack(&repo, open).await?;
+                self.inner.state.lock().unwrap().unindexed.push(rec);
+            }
+        }
+        let handles = std::mem::take(&mut *self.inner.closing.lock().await);
+        for h in handles {
+            let rec = h.await.expect("pack close panicked")?;
+            self.inner.state.lock().unwrap().unindexed.push(rec);
+        }
+        let batch = std::mem::take(&mut self.inner.state.lock().unwrap().unindexed);
+        self.write_index(batch).await
+    }
+
+    /// Stores again the reused chunks whose packs prune scheduled for deletion while this
+    /// session ran, so the snapshot never depends on a pack about to disappear.
+    async fn rescue_from_pruned_packs(&self) -> Result<()> {
+        let plans = load_deletion_plans(&self.inner.repo).await?;
+        let doomed: HashSet<Id> = plans.into_iter().flat_map(|(_, p)| p.packs).collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let at_risk: Vec<ChunkId> = {
+            let mut st = self.inner.state.lock().unwrap();
+            st.excluded.extend(doomed.iter().copied());
+            st.reused_from
+                .iter()
+                .filter(|(_, pack)| doomed.contains(pack))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in at_risk {
+            let data = self.inner.repo.read_chunk(&id).await.map_err(|e| {
+                Error::Refused(format!(
+                    "a prune removed data this backup relied on while it ran ({e}); run the backup again"
+                ))
+            })?;
+            // Metadata and data alike: the kind only steers pack placement.
+            let kind = self
+                .inner
+                .repo
+                .locate(&id)
+                .first()
+                .map(|l| l.kind)
+                .unwrap_or(BlobKind::Data);
+            self.add_inner(kind, data, true).await?;
+            self.inner.state.lock().unwrap().reused_from.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Finishes the session: stores the reference list, closes packs, writes the index and
+    /// then the snapshot manifest.
+    pub async fn commit(self, new: NewSnapshot) -> Result<Snapshot> {
+        self.check_failed()?;
+        self.rescue_from_pruned_packs().await?;
+        let mut refs: Vec<ChunkId> = self
+            .inner
+            .state
+            .lock()
+            .unwrap()
+            .refs
+            .iter()
+            .copied()
+            .collect();
+        refs.sort_unstable();
+        let refs_chunks = self
+            .add_stream(BlobKind::Meta, &snapshot::encode_refs(&refs))
+            .await?;
+        self.flush().await?;
+        let mut snap = Snapshot {
+            id: Id::default(),
+            time: new.time.unwrap_or_else(Utc::now),
+            kind: new.kind,
+            source: new.source,
+            hostname: crate::hostname(),
+            tags: new.tags,
+            parent: new.parent,
+            root: new.root,
+            refs: refs_chunks,
+            summary: new.summary,
+            original: None,
+        };
+        snap.id = self.inner.repo.write_snapshot(&snap).await?;
+        self.end_session().await;
+        Ok(snap)
+    }
+
+    /// Commits a snapshot manifest copied from elsewhere (copy), keeping its fields.
+    pub(crate) async fn commit_copy(self, mut snap: Snapshot) -> Result<Snapshot> {
+        self.check_failed()?;
+        self.rescue_from_pruned_packs().await?;
+        self.flush().await?;
+        snap.id = self.inner.repo.write_snapshot(&snap).await?;
+        self.end_session().await;
+        Ok(snap)
+    }
+
+    /// Finishes a session that stores chunks but no snapshot (prune's repacking).
+    pub(crate) async fn finish(self) -> Result<Vec<Id>> {
+        self.check_failed()?;
+        self.flush().await?;
+        let ids = self.inner.index_ids.lock().unwrap().clone();
+        self.end_session().await;
+        Ok(ids)
+    }
+
+    /// Ends the session without a snapshot. Packs already written stay unreferenced
+    /// (prune removes them).
+    pub async fn abort(self) {
+        self.end_session().await;
+    }
+
+    pub(crate) fn session_id(&self) -> Id {
+        self.inner.session
+    }
+
+    pub(crate) fn started(&self) -> chrono::DateTime<Utc> {
+        self.inner.started
+    }
+
+    async fn end_session(&self) {
+        if let Some(h) = self.inner.heartbeat.lock().unwrap().take() {
+            h.abort();
+        }
+        let prefix = format!("sessions/{}/", self.inner.session.to_hex());
+        if let Ok(list) = self.inner.repo.backend().list(&prefix).await {
+            for o in list {
+                let _ = self.inner.repo.backend().delete(&o.path).await;
+            }
+        }
+    }
+}
+
+async fn close_pack(repo: &Repository, mut open: OpenPack) -> Result<PackRecord> {
+    let trailer = pack::encode_trailer(repo.keys(), &open.id, &open.entries);
+    let path = pack::pack_path(&open.id);
+    let size = open.written + trailer.len() as u64;
+    repo.backend()
+        .write_part(&path, &mut open.writer, trailer)
+        .await?;
+    repo.backend().close_writer(&path, &mut open.writer).await?;
+    Ok(PackRecord {
+        id: open.id,
+        size,
+        blobs: open.entries,
+    })
+}
+
+/// Live sessions other than `except`: session id -> newest marker time.
+pub(crate) async fn live_sessions(
+    repo: &Repository,
+    except: Option<Id>,
+) -> Result<BTreeMap<Id, chrono::DateTime<Utc>>> {
+    let listed = repo.backend().list("sessions/").await?;
+    let now = Utc::now();
+    let stale = chrono::Duration::from_std(SESSION_STALE).unwrap();
+    let mut out: BTreeMap<Id, chrono::DateTime<Utc>> = BTreeMap::new();
+    for o in listed {
+        let mut parts = o.path.split('/');
+        let (Some(_), Some(sid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(sid) = sid.parse::<Id>() else { continue };
+        if Some(sid) == except {
+            continue;
+        }
+        let t = o.modified.unwrap_or(now);
+        if now - t > stale {
+            continue;
+        }
+        let e = out.entry(sid).or_insert(t);
+        if t > *e {
+            *e = t;
+        }
+    }
+    Ok(out)
+}
+
+/// Session start times of live sessions (reads their markers).
+pub(crate) async fn live_session_starts(
+    repo: &Repository,
+    except: Option<Id>,
+) -> Result<Vec<chrono::DateTime<Utc>>> {
+    let live = live_sessions(repo, except).await?;
+    let mut out = Vec::new();
+    for sid in live.keys() {
+        let prefix = format!("sessions/{}/", sid.to_hex());
+        let listed = repo.backend().list(&prefix).await?;
+        let Some(o) = listed.first() else { continue };
+        let Ok(raw) = repo.backend().read(&o.path).await else {
+            continue;
+        };
+        match open_object(repo.keys(), b"session", &raw) {
+            Ok(plain) => {
+                if let Ok(info) = serde_json::from_slice::<SessionInfo>(&plain) {
+                    out.push(info.started);
+                }
+            }
+            Err(_) => out.push(chrono::DateTime::<Utc>::MIN_UTC),
+        }
+    }
+    Ok(out)
+}

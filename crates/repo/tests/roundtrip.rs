@@ -1,0 +1,96 @@
+mod common;
+
+use bytes::Bytes;
+use coffer_repo::{BlobKind, Error, Location, NewSnapshot, Repository, Secret};
+use common::*;
+
+#[tokio::test]
+async fn chunks_round_trip_and_dedup() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path()).await;
+    let w = repo.writer().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        let data = pseudo_random(i, 300_000);
+        let a = w.add(BlobKind::Data, Bytes::from(data)).await.unwrap();
+        assert!(a.new);
+        ids.push(a.id);
+    }
+    let again = w
+        .add(BlobKind::Data, Bytes::from(pseudo_random(3, 300_000)))
+        .await
+        .unwrap();
+    assert!(!again.new, "same data in one session dedups");
+    let meta = b"metadata stream".repeat(1000);
+    let root = w.add_stream(BlobKind::Meta, &meta).await.unwrap();
+    let snap = w
+        .commit(NewSnapshot {
+            kind: "test".into(),
+            source: "/src".into(),
+            root: root.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let repo2 = reopen(&repo).await;
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            repo2.read_chunk(id).await.unwrap().as_ref(),
+            &pseudo_random(i as u64, 300_000)[..]
+        );
+    }
+    assert_eq!(repo2.read_stream(&root).await.unwrap(), meta);
+    let listed = repo2.list_snapshots().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, snap.id);
+    assert_eq!(
+        repo2
+            .find_snapshot(&snap.id.to_hex()[..8])
+            .await
+            .unwrap()
+            .id,
+        snap.id
+    );
+    let needed = repo2.snapshot_chunks(&listed[0]).await.unwrap();
+    for id in &ids {
+        assert!(needed.contains(id));
+    }
+
+    // A second session dedups against the index.
+    let w2 = repo2.writer().await.unwrap();
+    let a = w2
+        .add(BlobKind::Data, Bytes::from(pseudo_random(5, 300_000)))
+        .await
+        .unwrap();
+    assert!(!a.new);
+    assert!(w2.reuse(&ids[7]));
+    assert!(!w2.reuse(&coffer_repo::Id::random()));
+    w2.commit(NewSnapshot {
+        kind: "test".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // No session markers remain after commits.
+    assert!(repo2.backend().list("sessions/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn wrong_password_and_missing_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path()).await;
+    let err = Repository::open(repo.location(), &Secret::Password("nope".into()))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::WrongSecret(_)), "{err}");
+    let missing = Location::parse(dir.path().join("nothing").to_str().unwrap()).unwrap();
+    let err = Repository::open(&missing, &secret()).await.err().unwrap();
+    assert!(matches!(err, Error::NotARepository(_)), "{err}");
+    let err = Repository::init(repo.location(), &secret(), test_opts())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+}
