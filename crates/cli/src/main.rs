@@ -29,6 +29,19 @@ enum Command {
     Repo(repo_cmd::RepoCommand),
     /// List snapshots.
     Snapshots(repo_cmd::SnapshotsArgs),
+    /// Forget snapshots by id or by a retention policy.
+    Forget(repo_cmd::ForgetArgs),
+    /// Remove data no snapshot needs (safe while backups run).
+    Prune(repo_cmd::PruneArgs),
+    /// Verify the repository's structure, and with --read-data every byte.
+    Check(repo_cmd::CheckArgs),
+    /// Copy snapshots to another repository.
+    Copy(repo_cmd::CopyArgs),
+    /// Manage key slots (passwords and raw keys).
+    #[command(subcommand)]
+    Key(repo_cmd::KeyCommand),
+    /// Repository statistics.
+    Stats(repo_cmd::StatsArgs),
     /// Developer tools: a local test cluster.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -52,6 +65,12 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Repo(cmd) => repo_cmd::run(&repo, cmd).await,
             Command::Snapshots(a) => repo_cmd::snapshots(&repo, a).await,
+            Command::Forget(a) => repo_cmd::forget(&repo, a).await,
+            Command::Prune(a) => repo_cmd::prune(&repo, a).await,
+            Command::Check(a) => repo_cmd::check(&repo, a).await,
+            Command::Copy(a) => repo_cmd::copy(&repo, a).await,
+            Command::Key(c) => repo_cmd::key(&repo, c).await,
+            Command::Stats(a) => repo_cmd::stats(&repo, a).await,
             Command::Dev(cmd) => dev::run(cmd).await,
         }
     });

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use coffer_repo::{Compression, Encryption, InitOptions, KdfParams, Repository};
+use coffer_repo::{
+    CheckOptions, Compression, Encryption, InitOptions, KdfParams, Location, PruneOptions,
+    Repository, RetentionPolicy, Secret, SnapshotId, apply_policy,
+};
 use serde_json::json;
 
 use crate::common::{self, RepoOpts};
@@ -141,4 +144,426 @@ pub async fn snapshots(opts: &RepoOpts, a: SnapshotsArgs) -> Result<()> {
     }
     println!("{} snapshots", snaps.len());
     Ok(())
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to forget (id prefixes), in addition to any policy.
+    pub ids: Vec<String>,
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    #[arg(long)]
+    pub keep_hourly: Option<u32>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    #[arg(long)]
+    pub keep_yearly: Option<u32>,
+    /// Apply the policy only to snapshots with this tag (K=V); repeatable.
+    #[arg(long = "tag", value_name = "K=V")]
+    pub tags: Vec<String>,
+    /// Show what would be forgotten without forgetting it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn forget(opts: &RepoOpts, a: ForgetArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    let policy = RetentionPolicy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+    };
+    if a.ids.is_empty() && policy.is_empty() {
+        bail!("nothing to forget: give snapshot ids or a --keep-* policy");
+    }
+    let filter = common::parse_tags(&a.tags)?;
+    let all = repo.list_snapshots().await?;
+    let mut forget: Vec<SnapshotId> = Vec::new();
+    for id in &a.ids {
+        forget.push(repo.find_snapshot(id).await?.id);
+    }
+    let mut decisions = Vec::new();
+    if !policy.is_empty() {
+        let selected: Vec<_> = all
+            .iter()
+            .filter(|s| tags_match(&s.tags, &filter))
+            .cloned()
+            .collect();
+        decisions = apply_policy(&selected, &policy);
+        forget.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
+    }
+    forget.sort();
+    forget.dedup();
+    let doomed: Vec<&coffer_repo::Snapshot> =
+        all.iter().filter(|s| forget.contains(&s.id)).collect();
+    if !a.dry_run {
+        repo.forget_snapshots(&doomed).await?;
+    }
+    if a.json {
+        common::print_json(&json!({
+            "forgotten": forget, "kept": decisions.iter().filter(|d| d.keep).collect::<Vec<_>>(),
+            "dry_run": a.dry_run,
+        }))?;
+    } else {
+        for d in decisions.iter().filter(|d| d.keep) {
+            println!("keep   {} ({})", d.id.short(), d.reasons.join(", "));
+        }
+        for s in &doomed {
+            println!(
+                "{} {} {} {}",
+                if a.dry_run { "would forget" } else { "forget" },
+                s.id.short(),
+                s.time.format("%Y-%m-%d %H:%M:%S"),
+                s.source
+            );
+        }
+        println!(
+            "{} snapshot(s) {}",
+            doomed.len(),
+            if a.dry_run {
+                "would be forgotten"
+            } else {
+                "forgotten"
+            }
+        );
+    }
+    if a.prune && !a.dry_run {
+        prune_repo(
+            &repo,
+            PruneArgs {
+                dry_run: false,
+                max_unused_percent: 10,
+                json: a.json,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Show what would be removed without removing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack packs with more than this percentage of unused data.
+    #[arg(long, default_value_t = 10)]
+    pub max_unused_percent: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn prune(opts: &RepoOpts, a: PruneArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    prune_repo(&repo, a).await
+}
+
+async fn prune_repo(repo: &Repository, a: PruneArgs) -> Result<()> {
+    let bar = common::spinner("pruning");
+    let report = repo
+        .prune(PruneOptions {
+            dry_run: a.dry_run,
+            max_unused_percent: a.max_unused_percent,
+        })
+        .await?;
+    bar.finish_and_clear();
+    if a.json {
+        return common::print_json(&report);
+    }
+    if a.dry_run {
+        println!(
+            "would remove {} unused and repack {} partly used of {} packs ({} unused chunks)",
+            report.packs_unused, report.packs_repacked, report.packs_total, report.chunks_unused
+        );
+        return Ok(());
+    }
+    println!(
+        "deleted {} packs ({}), {} unindexed leftovers; repacked {} packs ({}); {} snapshots keep {} chunks",
+        report.packs_deleted,
+        human_bytes(report.bytes_deleted),
+        report.orphan_packs_deleted,
+        report.packs_repacked,
+        human_bytes(report.bytes_repacked),
+        report.snapshots,
+        report.chunks_used
+    );
+    if report.packs_deferred > 0 {
+        println!(
+            "{} packs scheduled for deletion are kept while {} backup(s) run; the next prune removes them",
+            report.packs_deferred, report.live_sessions
+        );
+    }
+    if report.packs_immutable > 0 {
+        println!(
+            "{} packs kept by the immutability period",
+            report.packs_immutable
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Read and verify every stored byte.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and verify a random fraction (0..1, or a percentage like 10%) of the packs.
+    #[arg(long, value_name = "FRACTION")]
+    pub read_data_subset: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn check(opts: &RepoOpts, a: CheckArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    let read_data = if a.read_data {
+        Some(1.0)
+    } else if let Some(f) = &a.read_data_subset {
+        let v = match f.strip_suffix('%') {
+            Some(p) => p.parse::<f64>().map(|x| x / 100.0),
+            None => f.parse::<f64>(),
+        }
+        .ok()
+        .filter(|v| (0.0..=1.0).contains(v) && *v > 0.0)
+        .with_context(|| {
+            format!("--read-data-subset {f:?}: give a fraction in (0, 1] or a percentage like 10%")
+        })?;
+        Some(v)
+    } else {
+        None
+    };
+    let bar = common::bytes_progress(0, "checking");
+    let progress = {
+        let bar = bar.clone();
+        move |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let report = repo
+        .check(CheckOptions { read_data }, Some(&progress))
+        .await?;
+    bar.finish_and_clear();
+    if a.json {
+        common::print_json(&report)?;
+    } else {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        println!(
+            "checked {} snapshots, {} index files, {} packs, {} chunks; read {} packs ({})",
+            report.snapshots,
+            report.index_files,
+            report.packs,
+            report.chunks,
+            report.packs_read,
+            human_bytes(report.bytes_read)
+        );
+    }
+    if !report.ok() {
+        bail!(
+            "check found {} error(s); damaged packs: {}; affected snapshots: {}",
+            report.errors.len(),
+            report.damaged_packs.len(),
+            report
+                .affected_snapshots
+                .iter()
+                .map(|s| s.short())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !a.json {
+        println!("no errors found");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// Target repository (created as a copy target if it does not exist).
+    #[arg(long, value_name = "LOCATION")]
+    pub to: String,
+    /// Target password file (else env COFFER_TO_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub to_password_file: Option<std::path::PathBuf>,
+    /// Target raw key file.
+    #[arg(long, value_name = "FILE")]
+    pub to_key_file: Option<std::path::PathBuf>,
+    /// Snapshots to copy (id prefixes); all when none given.
+    pub ids: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn copy(opts: &RepoOpts, a: CopyArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    let to = Location::parse(&a.to)?;
+    let secret: Secret = common::secret_from(
+        a.to_password_file.as_ref(),
+        a.to_key_file.as_ref(),
+        "COFFER_TO_PASSWORD",
+        "--to-password-file",
+    )?;
+    let target = match Repository::open(&to, &secret).await {
+        Ok(t) => t,
+        Err(coffer_repo::Error::NotARepository(_)) => {
+            repo.init_copy_target(&to, &secret, InitOptions::default())
+                .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut ids = Vec::new();
+    for id in &a.ids {
+        ids.push(repo.find_snapshot(id).await?.id);
+    }
+    let bar = common::spinner("copying");
+    let report = repo.copy_to(&target, &ids).await?;
+    bar.finish_and_clear();
+    if a.json {
+        return common::print_json(&report);
+    }
+    println!(
+        "copied {} snapshot(s) ({} chunks, {} stored), {} already present",
+        report.copied.len(),
+        report.chunks_copied,
+        human_bytes(report.bytes_stored),
+        report.skipped.len()
+    );
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// List key slots.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a key slot: a new password (env COFFER_NEW_PASSWORD or --new-password-file) or raw key file.
+    Add {
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key slot (not the one in use, not the last).
+    Remove { id: String },
+}
+
+pub async fn key(opts: &RepoOpts, cmd: KeyCommand) -> Result<()> {
+    let repo = opts.open().await?;
+    match cmd {
+        KeyCommand::List { json } => {
+            let keys = repo.list_keys().await?;
+            if json {
+                let out: Vec<_> = keys
+                    .iter()
+                    .map(|(id, k)| {
+                        json!({"id": id, "kind": k.kind, "created": k.created.to_rfc3339(),
+                               "hostname": k.hostname, "username": k.username, "current": id == repo.key_id()})
+                    })
+                    .collect();
+                return common::print_json(&out);
+            }
+            for (id, k) in keys {
+                println!(
+                    "{} {:<9} {} {}@{}{}",
+                    &id[..8],
+                    format!("{:?}", k.kind).to_lowercase(),
+                    k.created.format("%Y-%m-%d %H:%M:%S"),
+                    k.username,
+                    k.hostname,
+                    if id == repo.key_id() {
+                        " (current)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        KeyCommand::Add {
+            new_password_file,
+            new_key_file,
+            json,
+        } => {
+            let secret = common::secret_from(
+                new_password_file.as_ref(),
+                new_key_file.as_ref(),
+                "COFFER_NEW_PASSWORD",
+                "--new-password-file",
+            )?;
+            let id = repo.add_key(&secret, KdfParams::default()).await?;
+            if json {
+                common::print_json(&json!({"id": id}))?;
+            } else {
+                println!("added key slot {}", &id[..8]);
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id).await?;
+            println!("removed key slot {}", &removed[..8]);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn stats(opts: &RepoOpts, a: StatsArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    let s = repo.stats().await?;
+    if a.json {
+        return common::print_json(&s);
+    }
+    println!("snapshots:        {}", s.snapshots);
+    println!(
+        "packs:            {} ({})",
+        s.packs,
+        human_bytes(s.pack_bytes)
+    );
+    println!("chunks:           {}", s.chunks);
+    println!("unique data:      {}", human_bytes(s.unique_bytes));
+    println!("stored:           {}", human_bytes(s.stored_bytes));
+    println!("logical (total):  {}", human_bytes(s.logical_bytes));
+    println!("dedup ratio:      {:.2}x", s.dedup_ratio);
+    println!("compression:      {:.2}x", s.compression_ratio);
+    Ok(())
+}
+
+/// Bytes in binary units, as people read them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

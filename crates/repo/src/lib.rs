@@ -13,22 +13,32 @@
 //! and the maintenance modules.
 
 pub mod backend;
+pub mod check;
+pub mod copy;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod id;
 pub mod index;
 pub mod pack;
+pub mod prune;
 pub mod repository;
 pub mod snapshot;
+pub mod stats;
 pub mod writer;
 
 pub use backend::{Backend, Location};
+pub use check::{CheckOptions, CheckReport};
+pub use copy::CopyReport;
 pub use crypto::{Encryption, KdfParams, KeySlot, Secret, SlotKind};
 pub use error::{Error, Result};
+pub use forget::{Decision, RetentionPolicy, apply_policy};
 pub use id::{ChunkId, Id, PackId, SnapshotId};
 pub use pack::{BlobKind, Compression};
+pub use prune::{PruneOptions, PruneReport};
 pub use repository::{ChunkerParams, InitOptions, RepoConfig, Repository};
 pub use snapshot::{NewSnapshot, Snapshot};
+pub use stats::RepoStats;
 pub use writer::{Added, WriteStats, Writer};
 
 /// This machine's name, recorded in snapshots and key slots.

@@ -142,7 +142,6 @@ pub struct Writer {
 struct WriterInner {
     repo: Repository,
     session: Id,
-    started: chrono::DateTime<Utc>,
     state: Mutex<State>,
     packers: [tokio::sync::Mutex<Option<OpenPack>>; 2],
     closing: tokio::sync::Mutex<Vec<JoinHandle<Result<PackRecord>>>>,
@@ -213,7 +212,6 @@ impl Repository {
             inner: Arc::new(WriterInner {
                 repo: self.clone(),
                 session,
-                started,
                 state: Mutex::new(state),
                 packers: [tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)],
                 closing: tokio::sync::Mutex::new(Vec::new()),
@@ -479,7 +477,9 @@ impl Writer {
             self.inner.state.lock().unwrap().unindexed.push(rec);
         }
         let batch = std::mem::take(&mut self.inner.state.lock().unwrap().unindexed);
-        self.write_index(batch).await
+        self.write_index(batch).await?;
+        // Later reads through this repository handle see what the session wrote.
+        self.inner.repo.reload_index().await
     }
 
     /// Stores again the reused chunks whose packs prune scheduled for deletion while this
@@ -583,10 +583,6 @@ impl Writer {
 
     pub(crate) fn session_id(&self) -> Id {
         self.inner.session
-    }
-
-    pub(crate) fn started(&self) -> chrono::DateTime<Utc> {
-        self.inner.started
     }
 
     async fn end_session(&self) {

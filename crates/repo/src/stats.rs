@@ -1,0 +1,57 @@
+//! Repository statistics: how much is stored, and how much deduplication saves.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::repository::Repository;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepoStats {
+    pub snapshots: usize,
+    pub packs: usize,
+    /// Bytes of all packs (what the repository occupies, besides small metadata).
+    pub pack_bytes: u64,
+    pub chunks: usize,
+    /// Plaintext bytes of all distinct chunks.
+    pub unique_bytes: u64,
+    /// Stored bytes of all distinct chunks (after compression and encryption).
+    pub stored_bytes: u64,
+    /// Sum of the snapshots' logical sizes (their `bytes_total`), when they record it.
+    pub logical_bytes: u64,
+    /// logical_bytes / stored_bytes.
+    pub dedup_ratio: f64,
+    pub compression_ratio: f64,
+}
+
+impl Repository {
+    pub async fn stats(&self) -> Result<RepoStats> {
+        self.reload_index().await?;
+        let table = self.index();
+        let mut s = RepoStats {
+            packs: table.packs().len(),
+            pack_bytes: table.packs().iter().map(|(_, size)| size).sum(),
+            ..Default::default()
+        };
+        let mut seen = HashSet::new();
+        for (id, loc) in table.iter() {
+            if seen.insert(id) {
+                s.unique_bytes += loc.raw_length as u64;
+                s.stored_bytes += loc.length as u64;
+            }
+        }
+        s.chunks = seen.len();
+        let snaps = self.list_snapshots().await?;
+        s.snapshots = snaps.len();
+        s.logical_bytes = snaps
+            .iter()
+            .filter_map(|x| x.summary.get("bytes_total").and_then(|v| v.as_u64()))
+            .sum();
+        if s.stored_bytes > 0 {
+            s.dedup_ratio = s.logical_bytes as f64 / s.stored_bytes as f64;
+            s.compression_ratio = s.unique_bytes as f64 / s.stored_bytes as f64;
+        }
+        Ok(s)
+    }
+}
