@@ -93,6 +93,8 @@ fn install_tls_provider() {
     // reqwest is built without a bundled crypto provider; ring is lighter to build than
     // aws-lc. Installing twice is harmless (the second call reports the first one).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // OpenDAL's HTTP services need a process-wide transport; first install wins.
+    opendal_http_transport_reqwest::install_default();
 }
 
 impl Backend {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then runs every test.
+# Usage: scripts/test.sh [extra cargo-nextest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- system packages (Debian) ---------------------------------------------------------
+need_apt=()
+command -v xz >/dev/null || need_apt+=(xz-utils)
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v setfattr >/dev/null || need_apt+=(attr)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq </dev/null
+  apt-get install -y -qq "${need_apt[@]}" </dev/null >/dev/null
+fi
+
+# --- Python tools: moto's S3 server for the S3 backend tests -----------------------------
+if ! command -v moto_server >/dev/null; then
+  log "installing moto[server] from PyPI"
+  python3 -m pip install -q 'moto[server]' </dev/null
+  hash -r
+fi
+command -v moto_server >/dev/null || { echo "moto_server is not on PATH after install" >&2; exit 1; }
+export COFFER_MOTO_SERVER=$(command -v moto_server)
+
+# --- Kubernetes control plane for the test cluster ------------------------------------
+if [ -x "$root/../shared/k8s/assets" ]; then
+  KUBEBUILDER_ASSETS=$("$root/../shared/k8s/assets")
+  export KUBEBUILDER_ASSETS
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+fi
+
+# --- Rust tests -----------------------------------------------------------------------
+# Tests keep their caches apart from the user's.
+export COFFER_CACHE_DIR=${COFFER_CACHE_DIR:-$(mktemp -d /tmp/coffer-test-cache.XXXXXX)}
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "cargo-nextest missing: installing it"
+  cargo install --locked cargo-nextest </dev/null
+fi
+log "building and running the tests"
+cargo nextest run --workspace --no-fail-fast --build-jobs "$CARGO_BUILD_JOBS" "$@"
