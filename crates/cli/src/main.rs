@@ -6,6 +6,7 @@
 mod common;
 mod dev;
 mod repo_cmd;
+mod volume_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,11 @@ enum Command {
     /// Repository management.
     #[command(subcommand)]
     Repo(repo_cmd::RepoCommand),
+    /// Back up or restore one volume.
+    #[command(subcommand)]
+    Volume(volume_cmd::VolumeCommand),
+    /// Changed byte ranges (block) or changed files (fs) between two snapshots.
+    Diff(volume_cmd::DiffArgs),
     /// List snapshots.
     Snapshots(repo_cmd::SnapshotsArgs),
     /// Forget snapshots by id or by a retention policy.
@@ -64,6 +70,8 @@ fn main() -> std::process::ExitCode {
         let repo = cli.repo;
         match cli.command {
             Command::Repo(cmd) => repo_cmd::run(&repo, cmd).await,
+            Command::Volume(c) => volume_cmd::run(&repo, c).await,
+            Command::Diff(a) => volume_cmd::diff(&repo, a).await,
             Command::Snapshots(a) => repo_cmd::snapshots(&repo, a).await,
             Command::Forget(a) => repo_cmd::forget(&repo, a).await,
             Command::Prune(a) => repo_cmd::prune(&repo, a).await,

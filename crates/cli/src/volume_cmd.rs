@@ -1,0 +1,305 @@
+//! `coffer volume backup|restore` and `coffer diff`: the data mover from the CLI.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use coffer_repo::{Repository, Snapshot};
+use coffer_volume::{Progress, block, fs};
+
+use crate::common::{self, RepoOpts};
+use crate::repo_cmd::human_bytes;
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Back up a block device, raw image or directory tree.
+    Backup(BackupArgs),
+    /// Restore a volume snapshot.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Block device, image file or directory.
+    pub path: PathBuf,
+    /// Treat PATH as a block volume (default for files and block devices).
+    #[arg(long, conflicts_with = "fs")]
+    pub block: bool,
+    /// Treat PATH as a directory tree (default for directories).
+    #[arg(long)]
+    pub fs: bool,
+    #[arg(long = "tag", value_name = "K=V")]
+    pub tags: Vec<String>,
+    /// Parent snapshot id, or "auto" (newest with the same kind, path and tags).
+    #[arg(long, value_name = "ID|auto")]
+    pub parent: Option<String>,
+    /// JSON file of changed byte ranges since the parent: [{"offset":N,"length":N},...].
+    #[arg(long, value_name = "FILE")]
+    pub changed_ranges: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (prefix) or "latest".
+    pub id: String,
+    /// Where to restore: a file, block device or directory.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// File-system snapshots: restore only paths matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Block snapshots: write only the blocks that differ from the existing target.
+    #[arg(long)]
+    pub delta: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    pub a: String,
+    pub b: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(opts: &RepoOpts, cmd: VolumeCommand) -> Result<()> {
+    match cmd {
+        VolumeCommand::Backup(a) => backup(opts, a).await,
+        VolumeCommand::Restore(a) => restore(opts, a).await,
+    }
+}
+
+/// Shows a progress bar fed from the data mover's counters until the work ends.
+fn watch(
+    progress: &Progress,
+    label: &str,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = common::bytes_progress(0, label);
+    let (b, p) = (bar.clone(), progress.clone());
+    let handle = tokio::spawn(async move {
+        loop {
+            b.set_length(p.total.load(Ordering::Relaxed));
+            b.set_position(p.done.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (bar, handle)
+}
+
+async fn resolve_parent(
+    repo: &Repository,
+    parent: &Option<String>,
+    kind: &str,
+    source: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<Snapshot>> {
+    match parent.as_deref() {
+        None => Ok(None),
+        Some("auto") => Ok(repo
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|s| s.kind == kind && s.source == source && &s.tags == tags)),
+        Some(id) => {
+            let s = repo.find_snapshot(id).await?;
+            if s.kind != kind {
+                bail!(
+                    "parent {} is a {} snapshot; this backup is {kind}",
+                    s.id.short(),
+                    s.kind
+                );
+            }
+            Ok(Some(s))
+        }
+    }
+}
+
+async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
+    let meta = std::fs::metadata(&a.path)
+        .with_context(|| format!("cannot back up {}", a.path.display()))?;
+    let is_block = if a.block {
+        true
+    } else if a.fs {
+        false
+    } else {
+        meta.is_file() || meta.file_type().is_block_device()
+    };
+    if is_block && meta.is_dir() {
+        bail!(
+            "{} is a directory: use --fs (or no flag) for directory trees",
+            a.path.display()
+        );
+    }
+    let tags = common::parse_tags(&a.tags)?;
+    let repo = opts.open().await?;
+    let source = block::canonical(&a.path);
+    let kind = if is_block { "block" } else { "fs" };
+    let parent =
+        resolve_parent(&repo, &a.parent, kind, &source.display().to_string(), &tags).await?;
+    let progress = Progress::default();
+    let (bar, ticker) = watch(&progress, "backup");
+    let result = if is_block {
+        let changed_ranges = match &a.changed_ranges {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                Some(block::parse_changed_ranges(&text).with_context(|| f.display().to_string())?)
+            }
+            None => None,
+        };
+        block::backup(
+            &repo,
+            block::BlockBackup {
+                source: &source,
+                tags,
+                parent,
+                changed_ranges,
+                progress,
+            },
+        )
+        .await
+    } else {
+        if a.changed_ranges.is_some() {
+            bail!("--changed-ranges applies to block volumes only");
+        }
+        fs::backup(
+            &repo,
+            fs::FsBackup {
+                source: &source,
+                tags,
+                parent,
+                progress,
+            },
+        )
+        .await
+    };
+    ticker.abort();
+    bar.finish_and_clear();
+    let s = result?;
+    if a.json {
+        return common::print_json(&s);
+    }
+    println!(
+        "snapshot {} of {} ({}): read {}, added {} in {:.1}s{}",
+        &s.snapshot_id[..8],
+        s.source,
+        human_bytes(s.bytes_total),
+        human_bytes(s.bytes_read),
+        human_bytes(s.bytes_new),
+        s.duration_s,
+        s.parent
+            .as_ref()
+            .map(|p| format!(", parent {}", &p[..8]))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    let snap = repo.find_snapshot(&a.id).await?;
+    let progress = Progress::default();
+    let (bar, ticker) = watch(&progress, "restore");
+    let result = match snap.kind.as_str() {
+        "block" => {
+            if !a.include.is_empty() {
+                bail!("--include applies to file-system snapshots only");
+            }
+            block::restore(
+                &repo,
+                &snap,
+                block::BlockRestore {
+                    target: &a.target,
+                    delta: a.delta,
+                    progress,
+                },
+            )
+            .await
+        }
+        "fs" => {
+            if a.delta {
+                bail!("--delta applies to block snapshots only");
+            }
+            fs::restore(
+                &repo,
+                &snap,
+                fs::FsRestore {
+                    target: &a.target,
+                    include: a.include,
+                    progress,
+                },
+            )
+            .await
+        }
+        other => bail!(
+            "snapshot {} is a {other} snapshot; `coffer volume restore` restores block and fs snapshots",
+            snap.id.short()
+        ),
+    };
+    ticker.abort();
+    bar.finish_and_clear();
+    let s = result?;
+    if a.json {
+        return common::print_json(&s);
+    }
+    println!(
+        "restored snapshot {} to {}: wrote {} of {} in {:.1}s",
+        &s.snapshot_id[..8],
+        s.target,
+        human_bytes(s.bytes_written),
+        human_bytes(s.bytes_total),
+        s.duration_s
+    );
+    Ok(())
+}
+
+pub async fn diff(opts: &RepoOpts, a: DiffArgs) -> Result<()> {
+    let repo = opts.open().await?;
+    let x = repo.find_snapshot(&a.a).await?;
+    let y = repo.find_snapshot(&a.b).await?;
+    if x.kind != y.kind {
+        bail!(
+            "cannot diff a {} snapshot with a {} snapshot",
+            x.kind,
+            y.kind
+        );
+    }
+    match x.kind.as_str() {
+        "block" => {
+            let ranges = block::diff(&repo, &x, &y).await?;
+            if a.json {
+                return common::print_json(&ranges);
+            }
+            let total: u64 = ranges.iter().map(|r| r.length).sum();
+            for r in &ranges {
+                println!("{:>14} {:>12}", r.offset, r.length);
+            }
+            println!("{} changed range(s), {}", ranges.len(), human_bytes(total));
+        }
+        "fs" => {
+            let changes = fs::diff(&repo, &x, &y).await?;
+            if a.json {
+                return common::print_json(&changes);
+            }
+            for c in &changes {
+                let mark = match c.change {
+                    "added" => "+",
+                    "removed" => "-",
+                    "modified" => "M",
+                    _ => "U",
+                };
+                println!("{mark} {}", c.path);
+            }
+            println!("{} change(s)", changes.len());
+        }
+        other => bail!("diff supports block and fs snapshots, not {other}"),
+    }
+    Ok(())
+}

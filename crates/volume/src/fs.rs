@@ -1,0 +1,684 @@
+//! File-system trees: every entry with its metadata, file contents as content-defined
+//! chunks of their data extents (holes are skipped, so sparse files stay sparse).
+//!
+//! The file tree (the snapshot's metadata stream) is a MessagePack array of [`Entry`] in
+//! depth-first order with each directory's children sorted by name; field names and
+//! meanings are documented on the struct and in docs/format.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use coffer_repo::{BlobKind, Id, NewSnapshot, Repository, Snapshot};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err};
+
+/// Files read at once.
+const FILES_IN_FLIGHT: usize = 8;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A further name of a file listed earlier (`target` is that path).
+    Hardlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+/// One chunk of a file: `len` bytes at `offset` are the chunk `id`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileChunk {
+    pub offset: u64,
+    pub len: u32,
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 32],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the backed-up root, as raw bytes ("" is the root itself).
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub atime_ns: i64,
+    /// For change detection only (not restored).
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub size: u64,
+    pub rdev: u64,
+    /// Symlink target, or the earlier path of a hard link.
+    #[serde(with = "serde_bytes", default)]
+    pub target: Vec<u8>,
+    /// Extended attributes (name, value), all namespaces readable.
+    pub xattrs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    /// Data extents' chunks in offset order; holes are gaps.
+    pub chunks: Vec<FileChunk>,
+}
+
+pub fn encode_tree(entries: &[Entry]) -> Vec<u8> {
+    rmp_serde::to_vec(entries).expect("tree encodes")
+}
+
+pub fn decode_tree(b: &[u8]) -> Result<Vec<Entry>> {
+    rmp_serde::from_slice(b).map_err(|e| Error::BadMetadata(format!("file tree: {e}")))
+}
+
+pub async fn load_tree(repo: &Repository, snap: &Snapshot) -> Result<Vec<Entry>> {
+    if snap.kind != "fs" {
+        return Err(Error::Invalid(format!(
+            "snapshot {} is a {} snapshot, not a file-system snapshot",
+            snap.id.short(),
+            snap.kind
+        )));
+    }
+    decode_tree(&repo.read_stream(&snap.root).await?)
+}
+
+fn ns(sec: i64, nsec: i64) -> i64 {
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+fn rel_bytes(root: &Path, p: &Path) -> Vec<u8> {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .as_os_str()
+        .as_bytes()
+        .to_vec()
+}
+
+fn read_xattrs(path: &Path) -> Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> {
+    let mut out = Vec::new();
+    if let Ok(names) = xattr::list(path) {
+        for name in names {
+            if let Ok(Some(v)) = xattr::get(path, &name) {
+                out.push((
+                    serde_bytes::ByteBuf::from(name.as_bytes().to_vec()),
+                    serde_bytes::ByteBuf::from(v),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Data extents of a file (offset, length), from SEEK_DATA/SEEK_HOLE.
+fn data_extents(file: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on an open descriptor.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(vec![(0, size)]); // file system without SEEK_DATA
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 {
+            size as i64
+        } else {
+            hole.min(size as i64)
+        };
+        if end > data {
+            out.push((data as u64, (end - data) as u64));
+        }
+        pos = end;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(out)
+}
+
+pub struct FsBackup<'a> {
+    pub source: &'a Path,
+    pub tags: BTreeMap<String, String>,
+    pub parent: Option<Snapshot>,
+    pub progress: Progress,
+}
+
+pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let root = b.source.to_path_buf();
+    let meta = std::fs::symlink_metadata(&root).map_err(|e| io_err(&root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    let parent_entries: HashMap<Vec<u8>, Entry> = match &b.parent {
+        Some(p) => load_tree(repo, p)
+            .await?
+            .into_iter()
+            .map(|e| (e.path.clone(), e))
+            .collect(),
+        None => HashMap::new(),
+    };
+
+    // Walk: entries in order, without file contents yet.
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut total = 0u64;
+    for item in walkdir::WalkDir::new(&root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let item = item.map_err(|e| {
+            let p = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            Error::Io {
+                path: p,
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("walk failed")),
+            }
+        })?;
+        let path = item.path();
+        let m = item.metadata().map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("stat failed")),
+        })?;
+        let ft = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let mut kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_char_device() {
+            Kind::CharDev
+        } else if ft.is_block_device() {
+            Kind::BlockDev
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else {
+            Kind::Socket
+        };
+        let rel = rel_bytes(&root, path);
+        let mut target = Vec::new();
+        if kind == Kind::Symlink {
+            target = std::fs::read_link(path)
+                .map_err(|e| io_err(path, e))?
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+        } else if kind != Kind::Dir && m.nlink() > 1 {
+            match first_link.get(&(m.dev(), m.ino())) {
+                Some(first) => {
+                    kind = Kind::Hardlink;
+                    target = first.clone();
+                }
+                None => {
+                    first_link.insert((m.dev(), m.ino()), rel.clone());
+                }
+            }
+        }
+        if kind == Kind::File {
+            total += m.len();
+        }
+        entries.push(Entry {
+            path: rel,
+            kind,
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            atime_ns: ns(m.atime(), m.atime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            size: if kind == Kind::File { m.len() } else { 0 },
+            rdev: m.rdev(),
+            target,
+            xattrs: read_xattrs(path),
+            chunks: Vec::new(),
+        });
+    }
+    b.progress.set_total(total);
+
+    let writer = repo.writer().await?;
+    let chunker = repo.config().chunker;
+    let mut bytes_read = 0u64;
+    let mut unchanged = 0u64;
+    let files: Vec<(usize, Entry)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == Kind::File && e.size > 0)
+        .map(|(i, e)| (i, e.clone()))
+        .collect();
+    let results: Vec<(usize, Vec<FileChunk>, u64, bool)> = futures::stream::iter(files)
+        .map(|(i, e)| {
+            let writer = writer.clone();
+            let root = root.clone();
+            let progress = b.progress.clone();
+            let prev = parent_entries.get(&e.path).cloned();
+            async move {
+                if let Some(p) = prev
+                    && p.kind == Kind::File
+                    && p.size == e.size
+                    && p.mtime_ns == e.mtime_ns
+                    && p.ctime_ns == e.ctime_ns
+                    && p.ino == e.ino
+                    && p.chunks.iter().all(|c| writer.reuse(&Id(c.id)))
+                {
+                    progress.add(e.size);
+                    return Ok::<_, Error>((i, p.chunks, 0, true));
+                }
+                let path = root.join(OsStr::from_bytes(&e.path));
+                let (chunks, read) =
+                    backup_file(&writer, &path, e.size, chunker, &progress).await?;
+                Ok((i, chunks, read, false))
+            }
+        })
+        .buffer_unordered(FILES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    for (i, chunks, read, same) in results {
+        entries[i].chunks = chunks;
+        bytes_read += read;
+        if same {
+            unchanged += 1;
+        }
+    }
+    let n_files = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
+    let root_ids = writer
+        .add_stream(BlobKind::Meta, &encode_tree(&entries))
+        .await?;
+    let stats = writer.stats();
+    let mut summary = BackupSummary {
+        kind: "fs".into(),
+        source: root.display().to_string(),
+        parent: b.parent.as_ref().map(|p| p.id.to_hex()),
+        bytes_total: total,
+        bytes_read,
+        bytes_new: stats.bytes_new_stored,
+        chunks_new: stats.chunks_new,
+        chunks_reused: stats.chunks_reused,
+        files: Some(n_files),
+        files_unchanged: Some(unchanged),
+        duration_s: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let snap = writer
+        .commit(NewSnapshot {
+            kind: "fs".into(),
+            source: summary.source.clone(),
+            tags: b.tags,
+            parent: b.parent.as_ref().map(|p| p.id),
+            root: root_ids,
+            summary: serde_json::to_value(&summary).unwrap(),
+            time: None,
+        })
+        .await?;
+    summary.snapshot_id = snap.id.to_hex();
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Reads one file's data extents in a blocking thread, chunks them with FastCDC and adds
+/// the chunks as they come (bounded channel: memory stays a few chunks per file).
+async fn backup_file(
+    writer: &coffer_repo::Writer,
+    path: &Path,
+    size: u64,
+    p: coffer_repo::ChunkerParams,
+    progress: &Progress,
+) -> Result<(Vec<FileChunk>, u64)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(2);
+    let path_buf = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || {
+        let run = || -> std::io::Result<()> {
+            let mut file = File::open(&path_buf)?;
+            for (start, len) in data_extents(&mut file, size)? {
+                file.seek(SeekFrom::Start(start))?;
+                let take = (&mut file).take(len);
+                for c in fastcdc::v2020::StreamCDC::new(take, p.min, p.avg, p.max) {
+                    let c = c.map_err(|e| std::io::Error::other(e.to_string()))?;
+                    if tx.blocking_send(Ok((start + c.offset, c.data))).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let mut chunks = Vec::new();
+    let mut read = 0u64;
+    while let Some(item) = rx.recv().await {
+        let (offset, data) = item.map_err(|e| io_err(path, e))?;
+        let len = data.len() as u32;
+        read += len as u64;
+        progress.add(len as u64);
+        let added = writer.add(BlobKind::Data, Bytes::from(data)).await?;
+        chunks.push(FileChunk {
+            offset,
+            len,
+            id: added.id.0,
+        });
+    }
+    reader.await.expect("reader panicked");
+    Ok((chunks, read))
+}
+
+pub struct FsRestore<'a> {
+    pub target: &'a Path,
+    pub include: Vec<String>,
+    pub progress: Progress,
+}
+
+fn cstr(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL")
+}
+
+fn apply_metadata(path: &Path, e: &Entry) -> std::io::Result<()> {
+    let c = cstr(path);
+    // SAFETY: syscalls on a NUL-terminated path we own.
+    unsafe {
+        if libc::lchown(c.as_ptr(), e.uid, e.gid) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (name, value) in &e.xattrs {
+        let name = OsStr::from_bytes(name);
+        xattr::set(path, name, value)?;
+    }
+    if e.kind != Kind::Symlink {
+        // SAFETY: as above.
+        if unsafe { libc::chmod(c.as_ptr(), e.mode & 0o7777) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let ts = |t: i64| libc::timespec {
+        tv_sec: t.div_euclid(1_000_000_000),
+        tv_nsec: t.rem_euclid(1_000_000_000),
+    };
+    let times = [ts(e.atime_ns), ts(e.mtime_ns)];
+    // SAFETY: as above; times has two elements.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub async fn restore(
+    repo: &Repository,
+    snap: &Snapshot,
+    r: FsRestore<'_>,
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let entries = load_tree(repo, snap).await?;
+    let target = r.target.to_path_buf();
+    std::fs::create_dir_all(&target).map_err(|e| io_err(&target, e))?;
+    let selected = select(&entries, &r.include)?;
+    let total: u64 = entries
+        .iter()
+        .zip(&selected)
+        .filter(|(e, s)| **s && e.kind == Kind::File)
+        .map(|(e, _)| e.size)
+        .sum();
+    r.progress.set_total(total);
+    let path_of = |e: &Entry| -> PathBuf {
+        if e.path.is_empty() {
+            target.clone()
+        } else {
+            target.join(OsStr::from_bytes(&e.path))
+        }
+    };
+
+    // Create everything but hard links; file contents are written concurrently.
+    let mut files = Vec::new();
+    for (e, sel) in entries.iter().zip(&selected) {
+        if !sel {
+            continue;
+        }
+        let p = path_of(e);
+        let res = match e.kind {
+            Kind::Dir => std::fs::create_dir_all(&p),
+            Kind::File => {
+                files.push((p.clone(), e.clone()));
+                Ok(())
+            }
+            Kind::Symlink => {
+                let _ = std::fs::remove_file(&p);
+                std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &p)
+            }
+            Kind::Hardlink => Ok(()),
+            Kind::CharDev | Kind::BlockDev | Kind::Fifo | Kind::Socket => {
+                let _ = std::fs::remove_file(&p);
+                let c = cstr(&p);
+                // SAFETY: mknod with a NUL-terminated path.
+                if unsafe { libc::mknod(c.as_ptr(), e.mode, e.rdev as libc::dev_t) } != 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        res.map_err(|err| io_err(&p, err))?;
+    }
+    let written: Vec<u64> = futures::stream::iter(files)
+        .map(|(p, e)| {
+            let repo = repo.clone();
+            let progress = r.progress.clone();
+            async move {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&p)
+                    .map_err(|err| io_err(&p, err))?;
+                file.set_len(e.size).map_err(|err| io_err(&p, err))?;
+                let file = std::sync::Arc::new(file);
+                let mut n = 0u64;
+                let mut reads = futures::stream::iter(e.chunks.iter().cloned())
+                    .map(|c| {
+                        let repo = repo.clone();
+                        async move { Ok::<_, Error>((c.offset, repo.read_chunk(&Id(c.id)).await?)) }
+                    })
+                    .buffered(4);
+                while let Some(item) = reads.next().await {
+                    let (offset, data) = item?;
+                    let f = file.clone();
+                    let len = data.len() as u64;
+                    tokio::task::spawn_blocking(move || f.write_all_at(&data, offset))
+                        .await
+                        .expect("write panicked")
+                        .map_err(|err| io_err(&p, err))?;
+                    n += len;
+                    progress.add(len);
+                }
+                Ok::<_, Error>(n)
+            }
+        })
+        .buffer_unordered(FILES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    // Hard links after their first name exists.
+    for (e, sel) in entries.iter().zip(&selected) {
+        if *sel && e.kind == Kind::Hardlink {
+            let p = path_of(e);
+            let first = target.join(OsStr::from_bytes(&e.target));
+            let _ = std::fs::remove_file(&p);
+            std::fs::hard_link(&first, &p).map_err(|err| io_err(&p, err))?;
+        }
+    }
+    // Metadata last, deepest first, so directory times are not disturbed by their contents.
+    for (e, sel) in entries.iter().zip(&selected).rev() {
+        if *sel && e.kind != Kind::Hardlink {
+            let p = path_of(e);
+            apply_metadata(&p, e).map_err(|err| io_err(&p, err))?;
+        }
+    }
+    Ok(RestoreSummary {
+        snapshot_id: snap.id.to_hex(),
+        target: target.display().to_string(),
+        bytes_total: total,
+        bytes_written: written.iter().sum(),
+        blocks_changed: None,
+        files: Some(
+            entries
+                .iter()
+                .zip(&selected)
+                .filter(|(e, s)| **s && e.kind == Kind::File)
+                .count() as u64,
+        ),
+        duration_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Which entries `--include` globs select: matches, their ancestors, and the contents of
+/// matched directories (hard links pull in their first name too).
+fn select(entries: &[Entry], include: &[String]) -> Result<Vec<bool>> {
+    if include.is_empty() {
+        return Ok(vec![true; entries.len()]);
+    }
+    let mut b = globset::GlobSetBuilder::new();
+    for g in include {
+        let glob = globset::GlobBuilder::new(g.trim_start_matches('/'))
+            .literal_separator(false)
+            .build()
+            .map_err(|e| Error::Invalid(format!("--include {g:?}: {e}")))?;
+        b.add(glob);
+    }
+    let set = b.build().map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut sel = vec![false; entries.len()];
+    let mut matched_dirs: Vec<Vec<u8>> = Vec::new();
+    let index: HashMap<&[u8], usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.as_slice(), i))
+        .collect();
+    for (i, e) in entries.iter().enumerate() {
+        let p = Path::new(OsStr::from_bytes(&e.path));
+        let inside = matched_dirs
+            .iter()
+            .any(|d| e.path.starts_with(d) && e.path.get(d.len()) == Some(&b'/'));
+        if inside || (!e.path.is_empty() && set.is_match(p)) {
+            sel[i] = true;
+            if e.kind == Kind::Dir {
+                matched_dirs.push(e.path.clone());
+            }
+            if e.kind == Kind::Hardlink
+                && let Some(&j) = index.get(e.target.as_slice())
+            {
+                sel[j] = true;
+            }
+        }
+    }
+    // Ancestors of everything selected.
+    for i in 0..entries.len() {
+        if !sel[i] {
+            continue;
+        }
+        let mut p = entries[i].path.as_slice();
+        while let Some(pos) = p.iter().rposition(|&c| c == b'/') {
+            p = &p[..pos];
+            if let Some(&j) = index.get(p) {
+                sel[j] = true;
+            }
+        }
+        if let Some(&j) = index.get(&b""[..]) {
+            sel[j] = true;
+        }
+    }
+    // A hard link's first name may come after nothing selected it; sel covers it above.
+    Ok(sel)
+}
+
+/// A change between two file trees.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    /// "added", "removed", "modified" (content) or "metadata".
+    pub change: &'static str,
+}
+
+pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<Change>> {
+    let ta = load_tree(repo, a).await?;
+    let tb = load_tree(repo, b).await?;
+    let ma: BTreeMap<&[u8], &Entry> = ta.iter().map(|e| (e.path.as_slice(), e)).collect();
+    let mb: BTreeMap<&[u8], &Entry> = tb.iter().map(|e| (e.path.as_slice(), e)).collect();
+    let mut out = Vec::new();
+    let name = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    for (p, ea) in &ma {
+        match mb.get(p) {
+            None => out.push(Change {
+                path: name(p),
+                change: "removed",
+            }),
+            Some(eb) => {
+                if ea.kind != eb.kind
+                    || ea.chunks != eb.chunks
+                    || ea.size != eb.size
+                    || ea.target != eb.target
+                {
+                    out.push(Change {
+                        path: name(p),
+                        change: "modified",
+                    });
+                } else if ea.mode != eb.mode
+                    || ea.uid != eb.uid
+                    || ea.gid != eb.gid
+                    || ea.mtime_ns != eb.mtime_ns
+                    || ea.xattrs != eb.xattrs
+                {
+                    out.push(Change {
+                        path: name(p),
+                        change: "metadata",
+                    });
+                }
+            }
+        }
+    }
+    for p in mb.keys() {
+        if !ma.contains_key(p) {
+            out.push(Change {
+                path: name(p),
+                change: "added",
+            });
+        }
+    }
+    out.sort_by(|x, y| x.path.cmp(&y.path));
+    Ok(out)
+}

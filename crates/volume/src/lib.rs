@@ -1,0 +1,102 @@
+//! Coffer's data mover (DESIGN.md layer 2): backs up one volume into a repository and
+//! restores it.
+//!
+//! Two kinds of volume:
+//! - [`block`]: a block device or raw image as fixed-size aligned blocks. All-zero blocks
+//!   are never stored and restore as holes; with a list of changed byte ranges only the
+//!   blocks touching them are read, the rest comes from the parent snapshot.
+//! - [`fs`]: a directory tree with its metadata (ownership, modes, times, xattrs, hard
+//!   links, symlinks, device nodes, sparse files); files unchanged since the parent
+//!   snapshot are not read again.
+//!
+//! It owns the metadata stream formats (block map, file tree; see docs/format.md) and
+//! nothing about storage, which is [`coffer_repo`]'s.
+
+pub mod block;
+pub mod fs;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Errors of the data mover; each says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Repo(#[from] coffer_repo::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("snapshot metadata is damaged: {0}")]
+    BadMetadata(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Progress counters shared with the caller (a progress bar reads them).
+#[derive(Clone, Default)]
+pub struct Progress {
+    pub total: Arc<AtomicU64>,
+    pub done: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set_total(&self, n: u64) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+}
+
+/// True when every byte is zero (word-wise for speed).
+pub fn is_zero(data: &[u8]) -> bool {
+    let (head, words, tail) = unsafe { data.align_to::<u128>() };
+    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+}
+
+/// Numbers every backup reports (`volume backup --json`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupSummary {
+    pub snapshot_id: String,
+    pub parent: Option<String>,
+    pub kind: String,
+    pub source: String,
+    pub bytes_total: u64,
+    pub bytes_read: u64,
+    pub bytes_new: u64,
+    pub chunks_new: u64,
+    pub chunks_reused: u64,
+    pub duration_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_unchanged: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_zero: Option<u64>,
+}
+
+/// Numbers every restore reports.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    pub snapshot_id: String,
+    pub target: String,
+    pub bytes_total: u64,
+    pub bytes_written: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_changed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    pub duration_s: f64,
+}
