@@ -470,7 +470,8 @@ fn user_errors_are_one_line_and_non_zero() {
     std::fs::write(&img, pseudo_random(1, MIB)).unwrap();
     let bad_ranges = env.path("bad.json");
     std::fs::write(&bad_ranges, "[{\"offset\": 1}]").unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["snapshots"],
             vec![("COFFER_PASSWORD", "wrong")],

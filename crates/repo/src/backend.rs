@@ -175,7 +175,7 @@ impl Backend {
             ErrorKind::PermissionDenied => Error::PermissionDenied {
                 location,
                 path: path.to_string(),
-                source: e,
+                source: Box::new(e),
             },
             _ if is_disk_full(&e) => Error::StorageFull {
                 location,
@@ -183,12 +183,12 @@ impl Backend {
             },
             _ if is_unreachable(&e) => Error::Unreachable {
                 location,
-                source: e,
+                source: Box::new(e),
             },
             _ => Error::Storage {
                 location,
                 path: path.to_string(),
-                source: e,
+                source: Box::new(e),
             },
         }
     }

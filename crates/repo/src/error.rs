@@ -32,7 +32,7 @@ pub enum Error {
     Unreachable {
         location: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
 
     #[error(
@@ -45,7 +45,7 @@ pub enum Error {
         location: String,
         path: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
 
     #[error("storage error for {path} at {location}: {source}")]
@@ -53,7 +53,7 @@ pub enum Error {
         location: String,
         path: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
 
     #[error("object {path} is missing from the repository (run `coffer check`)")]

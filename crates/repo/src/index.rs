@@ -201,7 +201,7 @@ impl IndexTable {
         let (mut lo, mut hi) = (self.fanout(bucket), self.fanout(bucket + 1));
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if &self.record(mid)[..32] < &id.0[..] {
+            if self.record(mid)[..32] < id.0[..] {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -350,7 +350,7 @@ fn file_run(file: &IndexFile) -> VecRun {
             ));
         }
     }
-    entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    entries.sort_unstable_by_key(|e| (e.0, e.1));
     VecRun { entries, pos: 0 }
 }
 
@@ -367,16 +367,18 @@ pub fn build_table(
     let mut packs: Vec<(Id, u64)> = Vec::new();
     if let Some(base) = base {
         for &(id, size) in base.packs() {
-            if keep_base_pack(&id) && !pack_index.contains_key(&id) {
-                pack_index.insert(id, packs.len() as u32);
+            if keep_base_pack(&id)
+                && let std::collections::hash_map::Entry::Vacant(v) = pack_index.entry(id)
+            {
+                v.insert(packs.len() as u32);
                 packs.push((id, size));
             }
         }
     }
     for f in files {
         for p in &f.packs {
-            if !pack_index.contains_key(&p.id) {
-                pack_index.insert(p.id, packs.len() as u32);
+            if let std::collections::hash_map::Entry::Vacant(v) = pack_index.entry(p.id) {
+                v.insert(packs.len() as u32);
                 packs.push((p.id, p.size));
             }
         }

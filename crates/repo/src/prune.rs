@@ -11,6 +11,7 @@
 //!    stores again any chunk it took from a doomed pack.
 //! 3. Before deleting, prune re-reads the snapshots and the index and keeps any pack that
 //!    holds the only copy of a chunk some snapshot needs.
+//!
 //! The index is then rewritten without the deleted packs (the new index file names the
 //! files it supersedes; readers skip those), and only then are packs and old index files
 //! deleted. A prune killed at any step leaves a repository that checks clean.

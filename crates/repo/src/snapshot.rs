@@ -65,7 +65,7 @@ pub(crate) fn encode_refs(ids: &[ChunkId]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_refs(b: &[u8]) -> Result<Vec<ChunkId>, String> {
-    if b.len() % 32 != 0 {
+    if !b.len().is_multiple_of(32) {
         return Err(format!(
             "refs stream length {} is not a multiple of 32",
             b.len()

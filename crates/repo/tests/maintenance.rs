@@ -198,8 +198,7 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     );
     let err = verify(&repo, &a, &a_seeds)
         .await
-        .err()
-        .expect("restore of a fails");
+        .expect_err("restore of a fails");
     assert!(err.to_string().contains("damaged"), "{err}");
     verify(&repo, &b, &b_seeds).await.unwrap();
 
