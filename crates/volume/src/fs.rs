@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
@@ -360,13 +360,10 @@ async fn backup_file(
         let run = || -> std::io::Result<()> {
             let mut file = File::open(&path_buf)?;
             for (start, len) in data_extents(&mut file, size)? {
-                file.seek(SeekFrom::Start(start))?;
-                let take = (&mut file).take(len);
-                for c in fastcdc::v2020::StreamCDC::new(take, p.min, p.avg, p.max) {
-                    let c = c.map_err(|e| std::io::Error::other(e.to_string()))?;
-                    if tx.blocking_send(Ok((start + c.offset, c.data))).is_err() {
-                        return Ok(());
-                    }
+                if !chunk_extent(&file, start, len, p, &mut |offset, data| {
+                    tx.blocking_send(Ok((offset, data))).is_ok()
+                })? {
+                    return Ok(());
                 }
             }
             Ok(())
@@ -391,6 +388,56 @@ async fn backup_file(
     }
     reader.await.expect("reader panicked");
     Ok((chunks, read))
+}
+
+/// Bytes read from a file at a time while chunking a large extent.
+const READ_WINDOW: usize = 16 * 1024 * 1024;
+
+/// Reads one data extent and cuts it into FastCDC chunks, calling `emit(offset, data)`
+/// for each; small extents are read exactly (no fixed-size buffer per file). Returns
+/// false if `emit` asked to stop. Boundaries equal a streaming chunker's: a window's last
+/// cut is only final at the extent's end, otherwise its bytes carry into the next window.
+fn chunk_extent(
+    file: &File,
+    start: u64,
+    len: u64,
+    p: coffer_repo::ChunkerParams,
+    emit: &mut dyn FnMut(u64, Vec<u8>) -> bool,
+) -> std::io::Result<bool> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = start;
+    let mut next_read = start;
+    let end = start + len;
+    loop {
+        let want = (READ_WINDOW.saturating_sub(buf.len()) as u64).min(end - next_read) as usize;
+        if want > 0 {
+            let old = buf.len();
+            buf.resize(old + want, 0);
+            file.read_exact_at(&mut buf[old..], next_read)?;
+            next_read += want as u64;
+        }
+        let at_end = next_read == end;
+        let cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(&buf, p.min, p.avg, p.max)
+            .map(|c| (c.offset, c.length))
+            .collect();
+        let emit_n = if at_end {
+            cuts.len()
+        } else {
+            cuts.len().saturating_sub(1)
+        };
+        let mut consumed = 0;
+        for &(off, l) in &cuts[..emit_n] {
+            if !emit(buf_start + off as u64, buf[off..off + l].to_vec()) {
+                return Ok(false);
+            }
+            consumed = off + l;
+        }
+        if at_end {
+            return Ok(true);
+        }
+        buf.drain(..consumed);
+        buf_start += consumed as u64;
+    }
 }
 
 pub struct FsRestore<'a> {
@@ -681,4 +728,50 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<C
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windowed_chunking_equals_streaming_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut data = vec![0u8; 40 * 1024 * 1024 + 12345];
+        let mut x: u64 = 88172645463325252;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 32) as u8;
+        }
+        std::fs::write(&path, &data).unwrap();
+        let p = coffer_repo::ChunkerParams::default();
+        let file = File::open(&path).unwrap();
+        let mut got = Vec::new();
+        chunk_extent(&file, 0, data.len() as u64, p, &mut |off, d| {
+            got.push((off, d.len()));
+            true
+        })
+        .unwrap();
+        let want: Vec<(u64, usize)> =
+            fastcdc::v2020::StreamCDC::new(&data[..], p.min, p.avg, p.max)
+                .map(|c| {
+                    let c = c.unwrap();
+                    (c.offset, c.length)
+                })
+                .collect();
+        assert_eq!(got, want);
+        // An extent in the middle of the file gets absolute offsets.
+        let mut mid = Vec::new();
+        chunk_extent(&file, 1000, 5000, p, &mut |off, d| {
+            mid.push((off, d));
+            true
+        })
+        .unwrap();
+        assert_eq!(mid.len(), 1);
+        assert_eq!(mid[0].0, 1000);
+        assert_eq!(mid[0].1, &data[1000..6000]);
+    }
 }
