@@ -8,7 +8,11 @@ mod dev;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "coffer", version, about = "Backup and restore for Kubernetes applications")]
+#[command(
+    name = "coffer",
+    version,
+    about = "Backup and restore for Kubernetes applications"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
