@@ -475,9 +475,10 @@ pub async fn run_pod(node: Arc<Node>, rt: Arc<PodRuntime>, pod: Pod) {
         }
     };
 
-    if let Some(vols) = vols {
-        run_containers(&node, &rt, &pod, &policy, vols).await;
-    }
+    let work = vols.map(|vols| {
+        let (node, rt, pod, policy) = (node.clone(), rt.clone(), pod.clone(), policy.clone());
+        tokio::spawn(async move { run_containers(&node, &rt, &pod, &policy, vols).await })
+    });
 
     // Termination: SIGTERM, grace period, SIGKILL, then the final delete.
     let grace = rt.wait_terminate().await;
@@ -495,6 +496,9 @@ pub async fn run_pod(node: Arc<Node>, rt: Arc<PodRuntime>, pod: Pod) {
     let wait_until = Instant::now() + Duration::from_secs(5);
     while !rt.process_groups().is_empty() && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(work) = work {
+        let _ = tokio::time::timeout(Duration::from_secs(5), work).await;
     }
     final_delete(&node, &pod).await;
     let _ = std::fs::remove_dir_all(&rt.dir);
@@ -1125,13 +1129,15 @@ async fn prepare_volumes(
                     files.insert(t.path.clone(), token.into_bytes());
                 }
                 if let Some(cm) = &src.config_map {
+                    // This API server (OpenShift's tree) also projects openshift-service-ca.crt,
+                    // whose publisher is disabled here: treat it as optional.
                     files.extend(
                         config_map_files(
                             &client,
                             &ns,
                             &cm.name,
                             cm.items.as_deref(),
-                            cm.optional.unwrap_or(false),
+                            cm.optional.unwrap_or(false) || cm.name == "openshift-service-ca.crt",
                         )
                         .await?,
                     );
