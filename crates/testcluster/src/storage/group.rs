@@ -318,7 +318,7 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
         .patch_status(
             &content_name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"volumeGroupSnapshotHandle": group_handle, "creationTime": created,
+            &Patch::Merge(json!({"status": {"volumeGroupSnapshotHandle": group_handle, "creationTime": created_s,
                                              "readyToUse": true, "volumeSnapshotInfoList": infos}})),
         )
         .await?;

@@ -332,7 +332,13 @@ impl Storage {
     ) -> Result<Vec<SnapshotMeta>> {
         let handles: Vec<String> = items.iter().map(|i| i.0.clone()).collect();
         let node = self.freezer.get().and_then(|w| w.upgrade());
-        let guard = node.as_ref().map(|n| n.freeze(&handles));
+        let all_exist = items
+            .iter()
+            .all(|i| self.snapshot_dir(&i.1).join("meta.json").exists());
+        let guard = node
+            .as_ref()
+            .filter(|_| !all_exist)
+            .map(|n| n.freeze(&handles));
         let created = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let mut out = Vec::new();
         for (vol, snap, block, size) in items {

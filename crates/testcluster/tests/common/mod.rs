@@ -9,6 +9,12 @@ use kube::Api;
 use kube::runtime::wait::await_condition;
 
 pub async fn start() -> (tempfile::TempDir, TestCluster) {
+    if let Ok(filter) = std::env::var("COFFER_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = TestCluster::start(dir.path())
         .await
