@@ -438,6 +438,7 @@ struct Launch {
     env: Vec<(String, String)>,
     workdir: String,
     mounts: Vec<Mount>,
+    hostname: String,
 }
 
 /// Drives one pod from start to its final deletion.
@@ -842,6 +843,7 @@ fn spawn_container(node: &Node, launch: &Launch, log: &Path) -> Result<Child> {
         .collect::<Result<_>>()?;
     let workdir = cstr(&launch.workdir)?;
     let slash = cstr("/")?;
+    let hostname = cstr(&launch.hostname)?;
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.args)
         .env_clear()
@@ -868,7 +870,11 @@ fn spawn_container(node: &Node, launch: &Launch, log: &Path) -> Result<Child> {
                 0,
                 0,
             ))?;
-            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
+            check(libc::sethostname(
+                hostname.as_ptr(),
+                hostname.as_bytes().len(),
+            ))?;
             check(libc::mount(
                 std::ptr::null(),
                 slash.as_ptr(),
@@ -942,6 +948,9 @@ pub(crate) fn spawn_exec(
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .context("container's mount namespace")?;
     let root = std::fs::File::open(format!("/proc/{pid}/root")).context("container's root")?;
+    let uts =
+        std::fs::File::open(format!("/proc/{pid}/ns/uts")).context("container's UTS namespace")?;
+    let utsfd = uts.as_raw_fd();
     use std::os::fd::AsRawFd;
     let (nsfd, rootfd) = (ns.as_raw_fd(), root.as_raw_fd());
     let dot = cstr(".")?;
@@ -973,6 +982,7 @@ pub(crate) fn spawn_exec(
                 0,
             ))?;
             check(libc::setns(nsfd, libc::CLONE_NEWNS))?;
+            check(libc::setns(utsfd, libc::CLONE_NEWUTS))?;
             check(libc::fchdir(rootfd))?;
             check(libc::chroot(dot.as_ptr()))?;
             if libc::chdir(wd.as_ptr()) < 0 {
@@ -982,7 +992,7 @@ pub(crate) fn spawn_exec(
         });
     }
     let child = cmd.spawn().with_context(|| format!("exec {program}"))?;
-    drop((ns, root));
+    drop((ns, root, uts));
     Ok(child)
 }
 
@@ -1537,12 +1547,18 @@ async fn build_launch(
         .clone()
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
+    let hostname = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(|| rt.name.clone());
     Ok(Launch {
         program,
         args,
         env,
         workdir,
         mounts,
+        hostname,
     })
 }
 
