@@ -1,0 +1,66 @@
+#![allow(dead_code)]
+//! Helpers shared by the test cluster's tests.
+
+use std::time::Duration;
+
+use coffer_testcluster::TestCluster;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::wait::await_condition;
+
+pub async fn start() -> (tempfile::TempDir, TestCluster) {
+    if let Ok(filter) = std::env::var("COFFER_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = TestCluster::start(dir.path())
+        .await
+        .expect("start test cluster");
+    (dir, cluster)
+}
+
+pub fn pod_phase(p: Option<&Pod>) -> Option<String> {
+    p.and_then(|p| p.status.as_ref())
+        .and_then(|s| s.phase.clone())
+}
+
+/// Waits until the pod's phase is one of `phases`.
+pub async fn wait_phase(api: &Api<Pod>, name: &str, phases: &[&str], secs: u64) -> Pod {
+    let phases: Vec<String> = phases.iter().map(|s| s.to_string()).collect();
+    let cond = move |p: Option<&Pod>| pod_phase(p).is_some_and(|ph| phases.contains(&ph));
+    match tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(p))) => p,
+        other => {
+            let p = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "pod {name} did not reach the phase: {other:?}; pod: {:#?}",
+                p.and_then(|p| p.status)
+            );
+        }
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    // Zombies count as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("object")
+}
