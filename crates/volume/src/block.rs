@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
-use coffer_repo::{BlobKind, ChunkId, Id, NewSnapshot, Repository, Snapshot};
+use coffer_repo::{BlobKind, ChunkId, Id, Repository, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -255,34 +255,15 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
         blocks,
     };
     let root = writer.add_stream(BlobKind::Meta, &map.encode()).await?;
-    let stats_before = writer.stats();
-    let mut summary = BackupSummary {
+    let summary = BackupSummary {
         kind: "block".into(),
         source: b.source.display().to_string(),
-        parent: b.parent.as_ref().map(|p| p.id.to_hex()),
         bytes_total: size,
         bytes_read,
         blocks_zero: Some(zero_blocks),
         ..Default::default()
     };
-    summary.bytes_new = stats_before.bytes_new_stored;
-    summary.chunks_new = stats_before.chunks_new;
-    summary.chunks_reused = stats_before.chunks_reused;
-    summary.duration_s = started.elapsed().as_secs_f64();
-    let snap = writer
-        .commit(NewSnapshot {
-            kind: "block".into(),
-            source: summary.source.clone(),
-            tags: b.tags,
-            parent: b.parent.as_ref().map(|p| p.id),
-            root,
-            summary: serde_json::to_value(&summary).unwrap(),
-            time: None,
-        })
-        .await?;
-    summary.snapshot_id = snap.id.to_hex();
-    summary.duration_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+    crate::commit_backup(writer, summary, b.tags, b.parent.as_ref(), root, started).await
 }
 
 pub struct BlockRestore<'a> {

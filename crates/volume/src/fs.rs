@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
-use coffer_repo::{BlobKind, Id, NewSnapshot, Repository, Snapshot};
+use coffer_repo::{BlobKind, Id, Repository, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -314,35 +314,24 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
     let root_ids = writer
         .add_stream(BlobKind::Meta, &encode_tree(&entries))
         .await?;
-    let stats = writer.stats();
-    let mut summary = BackupSummary {
+    let summary = BackupSummary {
         kind: "fs".into(),
         source: root.display().to_string(),
-        parent: b.parent.as_ref().map(|p| p.id.to_hex()),
         bytes_total: total,
         bytes_read,
-        bytes_new: stats.bytes_new_stored,
-        chunks_new: stats.chunks_new,
-        chunks_reused: stats.chunks_reused,
         files: Some(n_files),
         files_unchanged: Some(unchanged),
-        duration_s: started.elapsed().as_secs_f64(),
         ..Default::default()
     };
-    let snap = writer
-        .commit(NewSnapshot {
-            kind: "fs".into(),
-            source: summary.source.clone(),
-            tags: b.tags,
-            parent: b.parent.as_ref().map(|p| p.id),
-            root: root_ids,
-            summary: serde_json::to_value(&summary).unwrap(),
-            time: None,
-        })
-        .await?;
-    summary.snapshot_id = snap.id.to_hex();
-    summary.duration_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+    crate::commit_backup(
+        writer,
+        summary,
+        b.tags,
+        b.parent.as_ref(),
+        root_ids,
+        started,
+    )
+    .await
 }
 
 /// Reads one file's data extents in a blocking thread, chunks them with FastCDC and adds

@@ -100,3 +100,35 @@ pub struct RestoreSummary {
     pub files: Option<u64>,
     pub duration_s: f64,
 }
+
+/// Fills the writer's numbers into `summary`, commits the snapshot (the summary is stored
+/// in it) and records the new snapshot's id and the total duration.
+pub(crate) async fn commit_backup(
+    writer: coffer_repo::Writer,
+    mut summary: BackupSummary,
+    tags: std::collections::BTreeMap<String, String>,
+    parent: Option<&coffer_repo::Snapshot>,
+    root: Vec<coffer_repo::ChunkId>,
+    started: std::time::Instant,
+) -> Result<BackupSummary> {
+    let stats = writer.stats();
+    summary.parent = parent.map(|p| p.id.to_hex());
+    summary.bytes_new = stats.bytes_new_stored;
+    summary.chunks_new = stats.chunks_new;
+    summary.chunks_reused = stats.chunks_reused;
+    summary.duration_s = started.elapsed().as_secs_f64();
+    let snap = writer
+        .commit(coffer_repo::NewSnapshot {
+            kind: summary.kind.clone(),
+            source: summary.source.clone(),
+            tags,
+            parent: parent.map(|p| p.id),
+            root,
+            summary: serde_json::to_value(&summary).expect("summary serializes"),
+            time: None,
+        })
+        .await?;
+    summary.snapshot_id = snap.id.to_hex();
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
