@@ -174,7 +174,12 @@ async fn exec_session(
                     status_message(None, &command, Some(format!("{e:#}"))).as_bytes(),
                 ))
                 .await;
-            let _ = sink.send(Message::Close(None)).await;
+            let _ = sink
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
             return;
         }
     };
@@ -185,6 +190,12 @@ async fn exec_session(
                 break;
             }
         }
+        // A normal closure (1000): kubectl treats a close without status as an error.
+        let close = axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
         let _ = sink.close().await;
     });
     let mut pumps = Vec::new();
