@@ -246,10 +246,10 @@ async fn exec_session(
             };
             match chan {
                 0 => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(payload).await.is_err() {
-                            stdin = None;
-                        }
+                    if let Some(w) = stdin.as_mut()
+                        && w.write_all(payload).await.is_err()
+                    {
+                        stdin = None;
                     }
                 }
                 255 if v5 && payload.first() == Some(&0) => {
