@@ -155,11 +155,10 @@ async fn pod_with_pvc_exec_logs_exit_codes_and_deletion() {
             .and_then(|s| s.container_statuses)
             .and_then(|c| c[0].state.clone())
             .and_then(|s| s.waiting)
+            && w.reason.as_deref() == Some("CreateContainerError")
         {
-            if w.reason.as_deref() == Some("CreateContainerError") {
-                reason = w.message.unwrap_or_default();
-                break;
-            }
+            reason = w.message.unwrap_or_default();
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

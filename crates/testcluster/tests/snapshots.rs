@@ -39,10 +39,10 @@ async fn exec(pods: &Api<Pod>, pod: &str, cmd: &str) -> String {
 
 async fn wait_ready(api: &Api<DynamicObject>, name: &str) -> DynamicObject {
     for _ in 0..300 {
-        if let Some(o) = api.get_opt(name).await.unwrap() {
-            if o.data["status"]["readyToUse"].as_bool() == Some(true) {
-                return o;
-            }
+        if let Some(o) = api.get_opt(name).await.unwrap()
+            && o.data["status"]["readyToUse"].as_bool() == Some(true)
+        {
+            return o;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -351,8 +351,7 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
             max_results: 0,
         })
         .await
-        .err()
-        .expect("must be refused");
+        .expect_err("must be refused");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
     // Deleting a snapshot (policy Delete) removes its content and data.

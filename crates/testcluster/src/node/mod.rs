@@ -173,7 +173,7 @@ impl Node {
             if let Err(e) = self.renew_lease(false).await {
                 tracing::warn!("node lease: {e:#}");
             }
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 let patch = Patch::Merge(json!({"status": self.node_status()}));
                 if let Err(e) = api
                     .patch_status(&self.name, &PatchParams::default(), &patch)

@@ -128,6 +128,9 @@ struct Ctr {
     workdir: String,
 }
 
+/// A running container instance: (pid, environment, working directory).
+pub(crate) type RunningInstance = (i32, Vec<(String, String)>, String);
+
 /// A pod as the node runs it.
 pub struct PodRuntime {
     pub uid: String,
@@ -280,10 +283,7 @@ impl PodRuntime {
     }
 
     /// The running instance of a container: (pid, env, working dir).
-    pub(crate) fn running(
-        &self,
-        ctr: &str,
-    ) -> Result<(i32, Vec<(String, String)>, String), String> {
+    pub(crate) fn running(&self, ctr: &str) -> Result<RunningInstance, String> {
         let ctrs = self.ctrs.lock().unwrap();
         let c = ctrs
             .iter()

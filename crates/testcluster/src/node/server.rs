@@ -174,7 +174,12 @@ async fn exec_session(
                     status_message(None, &command, Some(format!("{e:#}"))).as_bytes(),
                 ))
                 .await;
-            let _ = sink.send(Message::Close(None)).await;
+            let _ = sink
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
             return;
         }
     };
@@ -185,6 +190,12 @@ async fn exec_session(
                 break;
             }
         }
+        // A normal closure (1000): kubectl treats a close without status as an error.
+        let close = axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
         let _ = sink.close().await;
     });
     let mut pumps = Vec::new();
@@ -235,10 +246,10 @@ async fn exec_session(
             };
             match chan {
                 0 => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(payload).await.is_err() {
-                            stdin = None;
-                        }
+                    if let Some(w) = stdin.as_mut()
+                        && w.write_all(payload).await.is_err()
+                    {
+                        stdin = None;
                     }
                 }
                 255 if v5 && payload.first() == Some(&0) => {

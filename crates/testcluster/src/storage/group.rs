@@ -100,12 +100,12 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
     let content_name = format!("groupsnapcontent-{uid}");
     if g.metadata.deletion_timestamp.is_some() {
         if finalizers.iter().any(|f| f == VGS_FINALIZER) {
-            if let Some(c) = gcontents.get_opt(&content_name).await? {
-                if jstr(&c.data, &["spec", "deletionPolicy"]) == Some("Delete") {
-                    let _ = gcontents
-                        .delete(&content_name, &DeleteParams::default())
-                        .await;
-                }
+            if let Some(c) = gcontents.get_opt(&content_name).await?
+                && jstr(&c.data, &["spec", "deletionPolicy"]) == Some("Delete")
+            {
+                let _ = gcontents
+                    .delete(&content_name, &DeleteParams::default())
+                    .await;
             }
             let snaps: Api<DynamicObject> = Api::namespaced_with(st.client.clone(), &ns, &vs_ar());
             let lp = ListParams::default().labels(&format!(

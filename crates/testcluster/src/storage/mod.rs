@@ -154,7 +154,7 @@ pub fn parse_quantity(q: &str) -> Result<u64> {
 /// Formats bytes as a quantity ("1Gi" when exact, else plain bytes).
 pub fn format_quantity(bytes: u64) -> String {
     for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if bytes > 0 && bytes % (1u64 << shift) == 0 {
+        if bytes > 0 && bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
@@ -452,10 +452,10 @@ pub(crate) fn finalizers_patch(
         .filter(|f| !remove.contains(&f.as_str()))
         .cloned()
         .collect();
-    if let Some(a) = add {
-        if !list.iter().any(|f| f == a) {
-            list.push(a.to_string());
-        }
+    if let Some(a) = add
+        && !list.iter().any(|f| f == a)
+    {
+        list.push(a.to_string());
     }
     if list.as_slice() == current {
         None

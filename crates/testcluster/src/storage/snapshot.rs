@@ -133,14 +133,12 @@ async fn reconcile_vs(vs: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action
         if !finalizers.iter().any(|f| f == VS_FINALIZER) {
             return Ok(Action::await_change());
         }
-        if let Some(cname) = &bound {
-            if let Some(c) = contents.get_opt(cname).await? {
-                if jstr(&c.data, &["spec", "deletionPolicy"]) == Some("Delete")
-                    && c.metadata.deletion_timestamp.is_none()
-                {
-                    let _ = contents.delete(cname, &DeleteParams::default()).await;
-                }
-            }
+        if let Some(cname) = &bound
+            && let Some(c) = contents.get_opt(cname).await?
+            && jstr(&c.data, &["spec", "deletionPolicy"]) == Some("Delete")
+            && c.metadata.deletion_timestamp.is_none()
+        {
+            let _ = contents.delete(cname, &DeleteParams::default()).await;
         }
         if let Some(p) = finalizers_patch(
             &finalizers,
@@ -318,10 +316,10 @@ async fn reconcile_content(c: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Ac
         .map(str::to_string);
     if c.metadata.deletion_timestamp.is_some() {
         if finalizers.iter().any(|f| f == VSC_FINALIZER) {
-            if policy == "Delete" {
-                if let Some(h) = &handle {
-                    st.delete_snapshot(h);
-                }
+            if policy == "Delete"
+                && let Some(h) = &handle
+            {
+                st.delete_snapshot(h);
             }
             if let Some(p) = finalizers_patch(&finalizers, None, &[VSC_FINALIZER]) {
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(p))
