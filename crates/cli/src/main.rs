@@ -6,6 +6,7 @@
 mod common;
 mod dev;
 mod repo_cmd;
+mod resources_cmd;
 mod volume_cmd;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     /// Back up or restore one volume.
     #[command(subcommand)]
     Volume(volume_cmd::VolumeCommand),
+    /// Back up, inspect and restore Kubernetes objects.
+    #[command(subcommand)]
+    Resources(Box<resources_cmd::ResourcesCommand>),
     /// Changed byte ranges (block) or changed files (fs) between two snapshots.
     Diff(volume_cmd::DiffArgs),
     /// List snapshots.
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Repo(cmd) => repo_cmd::run(&repo, cmd).await,
             Command::Volume(c) => volume_cmd::run(&repo, c).await,
+            Command::Resources(c) => resources_cmd::run(&repo, *c).await,
             Command::Diff(a) => volume_cmd::diff(&repo, a).await,
             Command::Snapshots(a) => repo_cmd::snapshots(&repo, a).await,
             Command::Forget(a) => repo_cmd::forget(&repo, a).await,

@@ -26,3 +26,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub mod archive;
+pub mod collect;
+pub mod convert;
+pub mod discovery;
+pub mod order;
+pub mod refs;
+pub mod restore;
+pub mod sanitize;
+pub mod selector;
+pub mod transform;
+
+pub use archive::{Catalog, Entry};
+pub use collect::{BackupSummary, ClusterResources, Selection};
+pub use restore::{ExistingPolicy, ObjectResult, RestoreOptions, RestoreReport};

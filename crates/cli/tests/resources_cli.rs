@@ -1,0 +1,804 @@
+//! `coffer resources` end to end: the real coffer binary and kubectl against the test
+//! cluster (a real API server). Needs KUBEBUILDER_ASSETS and kubectl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_testcluster::TestCluster;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "resources-test-password";
+
+/// A WordPress-like application: 2 Deployments, a Secret, 2 PVCs, 2 Services (one
+/// headless), a ConfigMap, a ServiceAccount with a Role and RoleBinding, and a custom
+/// resource with its CRD.
+const APP: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wg]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              color: {type: string}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: web}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: wordpress, namespace: shop}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: config-reader, namespace: shop}
+rules:
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: wordpress-reads-config, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: config-reader}
+subjects:
+- {kind: ServiceAccount, name: wordpress, namespace: shop}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db-credentials, namespace: shop}
+type: Opaque
+stringData: {username: wp, password: s3cret}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: wp-config, namespace: shop, labels: {app: wordpress}}
+data: {WORDPRESS_DB_HOST: mysql, theme: dark}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: wp-data, namespace: shop, labels: {app: wordpress}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: mysql-data, namespace: shop, labels: {app: mysql}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: wordpress, namespace: shop, labels: {app: wordpress}}
+spec:
+  type: NodePort
+  selector: {app: wordpress, tier: frontend}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mysql, namespace: shop, labels: {app: mysql}}
+spec:
+  clusterIP: None
+  selector: {app: mysql}
+  ports: [{port: 3306}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: wordpress, namespace: shop, labels: {app: wordpress}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: wordpress, tier: frontend}}
+  template:
+    metadata: {labels: {app: wordpress, tier: frontend}}
+    spec:
+      serviceAccountName: wordpress
+      containers:
+      - name: wordpress
+        image: wordpress:6.4
+        command: [sleep, "3600"]
+        envFrom: [{configMapRef: {name: wp-config}}]
+        env:
+        - name: DB_PASSWORD
+          valueFrom: {secretKeyRef: {name: db-credentials, key: password}}
+        volumeMounts: [{name: data, mountPath: /var/www/html}]
+      volumes:
+      - name: data
+        persistentVolumeClaim: {claimName: wp-data}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mysql, namespace: shop, labels: {app: mysql}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: mysql}}
+  template:
+    metadata: {labels: {app: mysql}}
+    spec:
+      containers:
+      - name: mysql
+        image: mysql:8.0
+        command: [sleep, "3600"]
+        env:
+        - name: MYSQL_ROOT_PASSWORD
+          valueFrom: {secretKeyRef: {name: db-credentials, key: password}}
+        volumeMounts: [{name: data, mountPath: /var/lib/mysql}]
+      volumes:
+      - name: data
+        persistentVolumeClaim: {claimName: mysql-data}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: banner, namespace: shop}
+spec: {size: 3, color: blue}
+"#;
+
+/// The namespaced objects of APP as (kubectl resource, name).
+const APP_OBJECTS: &[(&str, &str)] = &[
+    ("serviceaccount", "wordpress"),
+    ("role.rbac.authorization.k8s.io", "config-reader"),
+    (
+        "rolebinding.rbac.authorization.k8s.io",
+        "wordpress-reads-config",
+    ),
+    ("secret", "db-credentials"),
+    ("configmap", "wp-config"),
+    ("pvc", "wp-data"),
+    ("pvc", "mysql-data"),
+    ("service", "wordpress"),
+    ("service", "mysql"),
+    ("deployment.apps", "wordpress"),
+    ("deployment.apps", "mysql"),
+    ("widget.example.com", "banner"),
+];
+
+struct Env {
+    _dir: tempfile::TempDir,
+    cluster: TestCluster,
+    repo: PathBuf,
+    cache: PathBuf,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = TestCluster::start(dir.path().join("cluster"))
+            .await
+            .expect("start the test cluster (KUBEBUILDER_ASSETS)");
+        let env = Env {
+            repo: dir.path().join("repo"),
+            cache: dir.path().join("cache"),
+            _dir: dir,
+            cluster,
+        };
+        let out = env.coffer(&["repo", "init", "--kdf-memory-kib", "1024"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        env
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        self.cluster.kubeconfig_path()
+    }
+
+    fn coffer(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(args)
+            .env("COFFER_REPO", &self.repo)
+            .env("COFFER_PASSWORD", PASSWORD)
+            .env("COFFER_CACHE_DIR", &self.cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a `coffer resources` subcommand with this cluster's kubeconfig.
+    fn resources(&self, sub: &str, args: &[&str]) -> Output {
+        let kc = self.kubeconfig().to_str().unwrap().to_string();
+        let mut all = vec!["resources", sub];
+        all.extend_from_slice(args);
+        if sub == "backup" || sub == "restore" {
+            all.extend_from_slice(&["--kubeconfig", &kc]);
+        }
+        self.coffer(&all)
+    }
+
+    fn resources_json(&self, sub: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.resources(sub, &a);
+        assert!(
+            out.status.success(),
+            "coffer resources {sub} {args:?} failed: {}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_raw(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl (apt-get install kubernetes-client)");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn apply(&self, yaml: &str) {
+        // The CRD must be established before its custom resources apply.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml));
+            if out.status.success() {
+                return;
+            }
+            let crd_pending = stderr(&out).contains("ensure CRDs are installed first");
+            assert!(
+                crd_pending && Instant::now() < deadline,
+                "kubectl apply failed: {}",
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn get_json(&self, ns: &str, resource: &str, name: &str) -> Option<Value> {
+        let out = self.kubectl_raw(&["get", "-n", ns, resource, name, "-o", "json"], None);
+        if !out.status.success() {
+            assert!(
+                stderr(&out).contains("NotFound"),
+                "kubectl get {resource}/{name}: {}",
+                stderr(&out)
+            );
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn delete_namespace(&self, ns: &str) {
+        self.kubectl(&["delete", "namespace", ns, "--wait=true", "--timeout=120s"]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.get_json("default", "namespace", ns).is_some() {
+            assert!(Instant::now() < deadline, "namespace {ns} not gone");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn backup_shop(&self) -> String {
+        let b = self.resources_json("backup", &["--namespace", "shop"]);
+        b["snapshot_id"].as_str().unwrap().to_string()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An object as compared across a restore: everything except what the cluster assigns.
+fn comparable(mut o: Value) -> Value {
+    let meta = o["metadata"].as_object_mut().unwrap();
+    for f in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+        "namespace",
+        "ownerReferences",
+    ] {
+        meta.remove(f);
+    }
+    if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.retain(|k, _| {
+            !(k.starts_with("pv.kubernetes.io/")
+                || k.starts_with("volume.")
+                || k == "deployment.kubernetes.io/revision"
+                || k == "kubectl.kubernetes.io/last-applied-configuration")
+        });
+        if a.is_empty() {
+            meta.remove("annotations");
+        }
+    }
+    let m = o.as_object_mut().unwrap();
+    m.remove("status");
+    if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+        spec.remove("volumeName");
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                p.as_object_mut().unwrap().remove("nodePort");
+            }
+        }
+    }
+    if let Some(subjects) = m.get_mut("subjects").and_then(Value::as_array_mut) {
+        for s in subjects {
+            s.as_object_mut().unwrap().remove("namespace");
+        }
+    }
+    o
+}
+
+fn snapshot_app(env: &Env, ns: &str) -> Vec<(String, Value)> {
+    APP_OBJECTS
+        .iter()
+        .map(|(r, n)| {
+            let o = env
+                .get_json(ns, r, n)
+                .unwrap_or_else(|| panic!("{r}/{n} missing in {ns}"));
+            (format!("{r}/{n}"), comparable(o))
+        })
+        .collect()
+}
+
+fn assert_same_app(before: &[(String, Value)], after: &[(String, Value)]) {
+    for ((name, a), (_, b)) in before.iter().zip(after) {
+        assert_eq!(a, b, "{name} differs after restore");
+    }
+}
+
+fn wait_pvcs_bound(env: &Env, ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for pvc in ["wp-data", "mysql-data"] {
+        loop {
+            let p = env.get_json(ns, "pvc", pvc);
+            if p.as_ref().and_then(|p| p["status"]["phase"].as_str()) == Some("Bound") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pvc {ns}/{pvc} not bound: {p:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_backup_delete_restore_and_clone() {
+    let env = Env::start().await;
+    env.apply(APP);
+    wait_pvcs_bound(&env, "shop");
+    let before = snapshot_app(&env, "shop");
+
+    let backup = env.resources_json("backup", &["--namespace", "shop", "--tag", "app=wordpress"]);
+    let id = backup["snapshot_id"].as_str().unwrap().to_string();
+    assert!(
+        backup["warnings"].as_array().unwrap().is_empty(),
+        "{backup}"
+    );
+
+    // The catalog: every object of the app, the cluster-scoped objects it needs, and
+    // nothing the cluster regenerates.
+    let list = env.resources_json("list", &[&id]);
+    let listed: Vec<(String, Option<String>, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["namespace"].as_str().map(str::to_string),
+                e["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let has = |kind: &str, ns: Option<&str>, name: &str| {
+        listed
+            .iter()
+            .any(|(k, n, m)| k == kind && n.as_deref() == ns && m == name)
+    };
+    for (kind, name) in [
+        ("ServiceAccount", "wordpress"),
+        ("Role", "config-reader"),
+        ("RoleBinding", "wordpress-reads-config"),
+        ("Secret", "db-credentials"),
+        ("ConfigMap", "wp-config"),
+        ("PersistentVolumeClaim", "wp-data"),
+        ("PersistentVolumeClaim", "mysql-data"),
+        ("Service", "wordpress"),
+        ("Service", "mysql"),
+        ("Deployment", "wordpress"),
+        ("Deployment", "mysql"),
+        ("Widget", "banner"),
+    ] {
+        assert!(
+            has(kind, Some("shop"), name),
+            "{kind}/{name} not stored: {listed:?}"
+        );
+    }
+    assert!(has("Namespace", None, "shop"));
+    assert!(has("CustomResourceDefinition", None, "widgets.example.com"));
+    assert!(has("StorageClass", None, "coffer-sim"));
+    assert!(
+        listed
+            .iter()
+            .filter(|(k, _, _)| k == "PersistentVolume")
+            .count()
+            == 2,
+        "the two bound PVs come along: {listed:?}"
+    );
+    for (kind, _, name) in &listed {
+        assert!(
+            !["Event", "Endpoints", "EndpointSlice", "Lease"].contains(&kind.as_str())
+                && name != "kube-root-ca.crt",
+            "{kind}/{name} must not be stored"
+        );
+    }
+
+    // One object reads back on its own, as YAML.
+    let out = env.resources("show", &[&id, "configmap/wp-config", "--namespace", "shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["data"]["theme"], "dark");
+    assert_eq!(shown["kind"], "ConfigMap");
+    let out = env.resources("show", &[&id, "configmap/nope", "--namespace", "shop"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no configmap/nope"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Disaster: the namespace and the CRD are gone.
+    env.delete_namespace("shop");
+    env.kubectl(&["delete", "crd", "widgets.example.com", "--wait=true"]);
+
+    // A dry run changes nothing and shows the CRD first.
+    let plan = env.resources_json("restore", &[&id, "--dry-run"]);
+    let results = plan["results"].as_array().unwrap();
+    assert_eq!(results[0]["kind"], "CustomResourceDefinition", "{plan}");
+    assert!(env.get_json("default", "namespace", "shop").is_none());
+    assert!(plan["success"].as_bool().unwrap(), "{plan:#}");
+
+    let report = env.resources_json("restore", &[&id]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    let created = report["summary"]["created"].as_u64().unwrap();
+    assert!(created >= 14, "{report:#}");
+    // PVs provisioned with reclaim policy Delete are not restored: their claims bind anew.
+    for r in report["results"].as_array().unwrap() {
+        if r["kind"] == "PersistentVolume" {
+            assert_eq!(r["result"], "skipped", "{r}");
+        }
+    }
+    wait_pvcs_bound(&env, "shop");
+    let after = snapshot_app(&env, "shop");
+    assert_same_app(&before, &after);
+    let ns = env.get_json("default", "namespace", "shop").unwrap();
+    assert_eq!(ns["metadata"]["labels"]["team"], "web");
+
+    // The same backup into another namespace.
+    let report = env.resources_json(
+        "restore",
+        &[&id, "--namespace-mapping", "shop=shop-staging"],
+    );
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    wait_pvcs_bound(&env, "shop-staging");
+    let staged = snapshot_app(&env, "shop-staging");
+    assert_same_app(&before, &staged);
+    let rb = env
+        .get_json("shop-staging", "rolebinding", "wordpress-reads-config")
+        .unwrap();
+    assert_eq!(rb["subjects"][0]["namespace"], "shop-staging");
+
+    // Twice beside the original with --clone.
+    for suffix in ["blue", "green"] {
+        let report = env.resources_json("restore", &[&id, "--clone", suffix]);
+        assert!(report["success"].as_bool().unwrap(), "{report:#}");
+        let d = env
+            .get_json("shop", "deployment", &format!("wordpress-{suffix}"))
+            .unwrap();
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], format!("wordpress-{suffix}"));
+        assert_eq!(
+            pod["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+            format!("wp-config-{suffix}")
+        );
+        assert_eq!(
+            pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            format!("db-credentials-{suffix}")
+        );
+        assert_eq!(
+            pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            format!("wp-data-{suffix}")
+        );
+        assert_eq!(
+            d["spec"]["selector"]["matchLabels"]["app"],
+            format!("wordpress-{suffix}")
+        );
+        assert_eq!(
+            d["metadata"]["annotations"]["coffer.dev/backup-id"],
+            id.as_str()
+        );
+        assert!(
+            d["metadata"]["annotations"]["coffer.dev/clone-of"]
+                .as_str()
+                .unwrap()
+                .ends_with("/shop/wordpress")
+        );
+        let svc = env
+            .get_json("shop", "service", &format!("wordpress-{suffix}"))
+            .unwrap();
+        assert_eq!(
+            svc["spec"]["selector"]["app"],
+            format!("wordpress-{suffix}")
+        );
+        let rb = env
+            .get_json(
+                "shop",
+                "rolebinding",
+                &format!("wordpress-reads-config-{suffix}"),
+            )
+            .unwrap();
+        assert_eq!(rb["roleRef"]["name"], format!("config-reader-{suffix}"));
+        assert_eq!(rb["subjects"][0]["name"], format!("wordpress-{suffix}"));
+        assert!(
+            env.get_json("shop", "widget", &format!("banner-{suffix}"))
+                .is_some()
+        );
+        let pvc = env
+            .get_json("shop", "pvc", &format!("wp-data-{suffix}"))
+            .unwrap();
+        assert!(
+            pvc["spec"]["volumeName"]
+                .as_str()
+                .is_none_or(|v| v != after_pv_of(&env, "wp-data"))
+        );
+    }
+    // The original is untouched.
+    assert_same_app(&before, &snapshot_app(&env, "shop"));
+}
+
+fn after_pv_of(env: &Env, pvc: &str) -> String {
+    env.get_json("shop", "pvc", pvc).unwrap()["spec"]["volumeName"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_existing_policies_and_partial_restore() {
+    let env = Env::start().await;
+    env.apply(APP);
+    let id = env.backup_shop();
+
+    // After the backup: one object added, one changed.
+    env.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: added-later, namespace: shop}\ndata: {x: one}\n",
+    );
+    env.kubectl(&[
+        "patch",
+        "-n",
+        "shop",
+        "configmap",
+        "wp-config",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"theme":"light"}}"#,
+    ]);
+
+    // --existing skip (the default) leaves both and reports the skip.
+    let report = env.resources_json("restore", &[&id]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    let cm = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "ConfigMap" && r["name"] == "wp-config")
+        .unwrap();
+    assert_eq!(cm["result"], "skipped");
+    assert!(cm["reason"].as_str().unwrap().contains("already exists"));
+    assert!(env.get_json("shop", "configmap", "added-later").is_some());
+    assert_eq!(
+        env.get_json("shop", "configmap", "wp-config").unwrap()["data"]["theme"],
+        "light"
+    );
+
+    // --rollback --dry-run shows the deletion first and changes nothing.
+    let plan = env.resources_json("restore", &[&id, "--rollback", "--dry-run"]);
+    let first = &plan["results"][0];
+    assert_eq!(first["action"], "delete", "{plan:#}");
+    assert_eq!(first["name"], "added-later");
+    assert!(env.get_json("shop", "configmap", "added-later").is_some());
+
+    // --rollback removes the first and reverts the second; the rest is unchanged.
+    let report = env.resources_json("restore", &[&id, "--rollback"]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    assert!(env.get_json("shop", "configmap", "added-later").is_none());
+    assert_eq!(
+        env.get_json("shop", "configmap", "wp-config").unwrap()["data"]["theme"],
+        "dark"
+    );
+    let results = report["results"].as_array().unwrap();
+    let result_of = |kind: &str, name: &str| {
+        results
+            .iter()
+            .find(|r| r["kind"] == kind && r["name"] == name)
+            .unwrap_or_else(|| panic!("{kind}/{name} not in {report:#}"))["result"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(result_of("ConfigMap", "wp-config"), "updated");
+    assert_eq!(result_of("Secret", "db-credentials"), "unchanged");
+    assert_eq!(result_of("Deployment", "wordpress"), "unchanged");
+    // Nothing outside the scope was touched.
+    assert!(
+        env.get_json("default", "serviceaccount", "default")
+            .is_some()
+    );
+
+    // --existing recreate gives the object a new uid.
+    let uid_before =
+        env.get_json("shop", "secret", "db-credentials").unwrap()["metadata"]["uid"].clone();
+    let report = env.resources_json(
+        "restore",
+        &[
+            &id,
+            "--only",
+            "secret/db-credentials",
+            "--existing",
+            "recreate",
+        ],
+    );
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    let uid_after =
+        env.get_json("shop", "secret", "db-credentials").unwrap()["metadata"]["uid"].clone();
+    assert_ne!(uid_before, uid_after);
+
+    // Partial restore into a fresh namespace: the Deployment alone, its ConfigMap, Secret,
+    // PVC and ServiceAccount reported missing.
+    let report = env.resources_json(
+        "restore",
+        &[
+            &id,
+            "--only",
+            "deployment/wordpress",
+            "--namespace-mapping",
+            "shop=shop-partial",
+        ],
+    );
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    let missing: Vec<String> = report["missing_dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    for dep in [
+        "ConfigMap shop-partial/wp-config",
+        "Secret shop-partial/db-credentials",
+        "PersistentVolumeClaim shop-partial/wp-data",
+        "ServiceAccount shop-partial/wordpress",
+    ] {
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.contains(dep) && m.contains("add --only")),
+            "{dep} not reported: {missing:#?}"
+        );
+    }
+    assert_eq!(missing.len(), 4, "{missing:#?}");
+    assert!(
+        env.get_json("shop-partial", "deployment", "wordpress")
+            .is_some()
+    );
+    assert!(
+        env.get_json("shop-partial", "configmap", "wp-config")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_reported_per_object_and_the_rest_restores() {
+    let env = Env::start().await;
+    env.apply(APP);
+    let id = env.backup_shop();
+    env.delete_namespace("shop");
+    env.kubectl(&["delete", "crd", "widgets.example.com", "--wait=true"]);
+
+    // Without its CRD (excluded), the custom resource fails with a reason; every other
+    // object restores; the exit code says not everything succeeded.
+    let out = env.resources(
+        "restore",
+        &[
+            &id,
+            "--exclude-resources",
+            "customresourcedefinitions",
+            "--json",
+        ],
+    );
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["kind"], "Widget");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("CRD"),
+        "{:#}",
+        failed[0]
+    );
+    assert!(stderr(&out).contains("Widget/banner"), "{}", stderr(&out));
+    assert!(env.get_json("shop", "deployment", "wordpress").is_some());
+    assert!(env.get_json("shop", "configmap", "wp-config").is_some());
+
+    // Errors before anything happens: one line, non-zero exit.
+    let bad = env.coffer(&[
+        "resources",
+        "restore",
+        &id,
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("/nonexistent/kubeconfig"),
+        "{}",
+        stderr(&bad)
+    );
+    let out = env.resources("restore", &[&id, "--only", "deployment/nope"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such object"), "{}", stderr(&out));
+    let out = env.resources("backup", &["--namespace", "does-not-exist"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
+    let out = env.resources("backup", &["--namespace", "shop", "--selector", "a in in"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+
+    // An unreachable API server.
+    let kc = std::fs::read_to_string(env.kubeconfig()).unwrap();
+    let server = env.cluster.server_url();
+    let dead = env._dir.path().join("dead-kubeconfig");
+    std::fs::write(&dead, kc.replace(&server, "https://127.0.0.1:1")).unwrap();
+    let out = env.coffer(&[
+        "resources",
+        "backup",
+        "--namespace",
+        "shop",
+        "--kubeconfig",
+        dead.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    // Nothing was written for the failed backups.
+    let snaps: Value =
+        serde_json::from_slice(&env.coffer(&["snapshots", "--json"]).stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    let _ = json!(null);
+}

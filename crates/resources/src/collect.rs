@@ -1,0 +1,722 @@
+//! Collection: which objects a selection names, read from the API server with pagination
+//! and stored as a `resources` snapshot.
+//!
+//! Objects the cluster regenerates (events, endpoints, leases, nodes, service-account
+//! token Secrets, the per-namespace `kube-root-ca.crt`, ...) are never stored: restoring
+//! them would at best be overwritten and at worst fight the controllers that own them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use coffer_repo::{NewSnapshot, Repository};
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::{Client, Config};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::archive::{
+    CATALOG_FORMAT, Catalog, ClusterInfo, Entry, RecordedSelection, SNAPSHOT_KIND, store_object,
+};
+use crate::discovery::{Discovered, ServedResource};
+use crate::{Error, Result};
+
+/// Which cluster-scoped objects come along.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterResources {
+    /// Those the selected namespaced objects need (and all of them with
+    /// `--all-namespaces`... no: see [`Selection`]).
+    #[default]
+    Auto,
+    Include,
+    Exclude,
+}
+
+impl std::str::FromStr for ClusterResources {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "include" => Ok(Self::Include),
+            "exclude" => Ok(Self::Exclude),
+            _ => Err(Error::Invalid(format!(
+                "--cluster-resources {s:?}: expected auto, include or exclude"
+            ))),
+        }
+    }
+}
+
+impl ClusterResources {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Include => "include",
+            Self::Exclude => "exclude",
+        }
+    }
+}
+
+/// What to back up.
+///
+/// - Namespaced objects: those in `namespaces` (every namespace with `all_namespaces`),
+///   of the resource types left after `include_resources`/`exclude_resources`, matching
+///   `selector`.
+/// - Cluster-scoped objects: with `Auto`, the Namespace objects of the selected
+///   namespaces and what the selected objects need: CRDs of their custom resources, PVs
+///   bound to their PVCs, the StorageClasses of those, ClusterRoles and
+///   ClusterRoleBindings that bind their ServiceAccounts, PriorityClasses their pods use.
+///   With `Include`, every cluster-scoped object of the selected types (and the `Auto`
+///   set). With `Exclude`, only the Namespace objects.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub namespaces: Vec<String>,
+    pub all_namespaces: bool,
+    pub selector: Option<String>,
+    pub include_resources: Vec<String>,
+    pub exclude_resources: Vec<String>,
+    pub cluster_resources: ClusterResources,
+}
+
+/// What `resources backup` reports.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub snapshot_id: String,
+    pub objects: usize,
+    pub warnings: Vec<String>,
+    pub namespaces: Vec<String>,
+    /// Objects per resource type ("deployments.apps": 2).
+    pub types: BTreeMap<String, usize>,
+    pub bytes_new: u64,
+    pub duration_s: f64,
+}
+
+/// Resource types never stored, as (group, plural).
+const NEVER_STORED: &[(&str, &str)] = &[
+    ("", "events"),
+    ("events.k8s.io", "events"),
+    ("", "endpoints"),
+    ("discovery.k8s.io", "endpointslices"),
+    ("coordination.k8s.io", "leases"),
+    ("", "nodes"),
+    ("", "componentstatuses"),
+    ("storage.k8s.io", "volumeattachments"),
+    ("storage.k8s.io", "csinodes"),
+    ("storage.k8s.io", "csistoragecapacities"),
+    ("certificates.k8s.io", "certificatesigningrequests"),
+    ("internal.apiserver.k8s.io", "storageversions"),
+    ("metrics.k8s.io", "pods"),
+    ("metrics.k8s.io", "nodes"),
+];
+
+/// Whether a resource type is ever stored.
+pub fn type_is_stored(r: &ServedResource) -> bool {
+    !NEVER_STORED.contains(&(r.group.as_str(), r.resource.as_str()))
+        && r.can("list")
+        && r.can("get")
+        && r.can("create")
+}
+
+/// Why an object of a stored type is still not stored, if it is not.
+pub fn object_not_stored(r: &ServedResource, obj: &Value) -> Option<&'static str> {
+    let meta = &obj["metadata"];
+    match (r.group.as_str(), r.kind.as_str()) {
+        ("", "Secret") if obj["type"] == "kubernetes.io/service-account-token" => {
+            Some("service-account token Secrets are issued by the cluster")
+        }
+        ("", "ConfigMap") if meta["name"] == "kube-root-ca.crt" => {
+            Some("kube-root-ca.crt is published into every namespace by the cluster")
+        }
+        ("apiregistration.k8s.io", "APIService")
+            if meta["labels"]["kube-aggregator.kubernetes.io/automanaged"].is_string() =>
+        {
+            Some("built-in APIServices are managed by the API server")
+        }
+        ("flowcontrol.apiserver.k8s.io", _)
+            if meta["annotations"]["apf.kubernetes.io/autoupdate-spec"] == "true" =>
+        {
+            Some("default flow-control objects are maintained by the API server")
+        }
+        ("rbac.authorization.k8s.io", _)
+            if meta["labels"]["kubernetes.io/bootstrapping"] == "rbac-defaults" =>
+        {
+            Some("default RBAC objects are reconciled by the API server")
+        }
+        ("scheduling.k8s.io", "PriorityClass")
+            if meta["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("system-")) =>
+        {
+            Some("system PriorityClasses are built in")
+        }
+        _ => None,
+    }
+}
+
+/// Builds a client from a kubeconfig file (or the usual rules: KUBECONFIG, ~/.kube/config,
+/// in-cluster) and an optional context. Returns it with the context's default namespace.
+pub async fn client_from_kubeconfig(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<(Client, Config)> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                Error::Invalid(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Error::Invalid(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None if context.is_some() => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Error::Invalid(format!("kubeconfig: {e}")))?,
+        None => Config::infer().await.map_err(|e| {
+            Error::Invalid(format!(
+                "no Kubernetes configuration found ({e}); pass --kubeconfig or set KUBECONFIG"
+            ))
+        })?,
+    };
+    let client = Client::try_from(config.clone())?;
+    Ok((client, config))
+}
+
+/// Identifies the cluster: its URL, the kube-system namespace's uid and its version.
+/// An unreachable API server is an error here, before anything is written.
+pub async fn cluster_info(client: &Client, config: &Config) -> Result<ClusterInfo> {
+    let version = client.apiserver_version().await.map_err(|e| {
+        Error::Invalid(format!(
+            "cannot reach the Kubernetes API server at {}: {e}",
+            config.cluster_url
+        ))
+    })?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let uid = namespaces
+        .get_opt("kube-system")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|n| n.metadata.uid);
+    Ok(ClusterInfo {
+        server: config.cluster_url.to_string(),
+        uid,
+        version: version.git_version,
+    })
+}
+
+/// Lists every object of one resource type (in one namespace, or all), page by page.
+pub async fn list_all(
+    client: &Client,
+    res: &ServedResource,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Result<Vec<Value>> {
+    let ar = res.api_resource();
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) if res.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    let mut out = Vec::new();
+    let mut params = ListParams {
+        label_selector: selector.map(str::to_string),
+        limit: Some(500),
+        ..Default::default()
+    };
+    loop {
+        let page = api.list(&params).await?;
+        for item in page.items {
+            out.push(with_type(res, item));
+        }
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params.continue_token = Some(c),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The object as JSON with apiVersion and kind set (list items may lack them).
+pub(crate) fn with_type(res: &ServedResource, obj: DynamicObject) -> Value {
+    let mut v = serde_json::to_value(&obj).expect("objects serialize");
+    let map = v.as_object_mut().expect("objects are JSON objects");
+    // apiVersion and kind first, as kubectl prints them.
+    let mut out = serde_json::Map::new();
+    out.insert("apiVersion".into(), Value::String(res.api_version()));
+    out.insert("kind".into(), Value::String(res.kind.clone()));
+    for (k, v) in std::mem::take(map) {
+        if k != "apiVersion" && k != "kind" {
+            out.insert(k, v);
+        }
+    }
+    Value::Object(out)
+}
+
+/// Reads one object by name, if it exists.
+pub async fn get_object(
+    client: &Client,
+    res: &ServedResource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>> {
+    let ar = res.api_resource();
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) if res.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    match api.get(name).await {
+        Ok(o) => Ok(Some(with_type(res, o))),
+        // A plain 404 also comes back for a resource type the server does not serve
+        // (yet): a custom resource whose CRD this restore has still to create.
+        Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Resolves include/exclude lists to the set of (group, plural) they name.
+fn resolve_names(
+    disc: &Discovered,
+    names: &[String],
+    warnings: &mut Vec<String>,
+    strict: bool,
+) -> Result<BTreeSet<(String, String)>> {
+    let mut out = BTreeSet::new();
+    for n in names.iter().flat_map(|n| n.split(',')).map(str::trim) {
+        if n.is_empty() {
+            continue;
+        }
+        if n == "*" {
+            for r in disc.preferred_resources() {
+                out.insert((r.group.clone(), r.resource.clone()));
+            }
+            continue;
+        }
+        match disc.resolve(n) {
+            Ok(rs) => {
+                for r in rs {
+                    out.insert((r.group.clone(), r.resource.clone()));
+                }
+            }
+            Err(e) if strict => return Err(e),
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// The resource types a selection lists: (namespaced, cluster-scoped).
+pub fn selected_types<'a>(
+    disc: &'a Discovered,
+    include: &[String],
+    exclude: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'a ServedResource>> {
+    let included = resolve_names(disc, include, warnings, true)?;
+    let excluded = resolve_names(disc, exclude, warnings, false)?;
+    Ok(disc
+        .preferred_resources()
+        .into_iter()
+        .filter(|r| type_is_stored(r))
+        .filter(|r| {
+            let key = (r.group.clone(), r.resource.clone());
+            (included.is_empty() || included.contains(&key)) && !excluded.contains(&key)
+        })
+        .collect())
+}
+
+/// Collects the selection and stores it as a resources snapshot.
+pub async fn backup(
+    repo: &Repository,
+    client: &Client,
+    config: &Config,
+    sel: &Selection,
+    tags: BTreeMap<String, String>,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let cluster = cluster_info(client, config).await?;
+    let disc = Discovered::from_cluster(client).await?;
+    let mut warnings = Vec::new();
+    let types = selected_types(
+        &disc,
+        &sel.include_resources,
+        &sel.exclude_resources,
+        &mut warnings,
+    )?;
+    let excluded = resolve_names(&disc, &sel.exclude_resources, &mut Vec::new(), false)?;
+    let type_allowed = |group: &str, resource: &str| {
+        !excluded.contains(&(group.to_string(), resource.to_string()))
+    };
+
+    // The namespaces in scope.
+    let ns_res = disc
+        .by_kind("", "Namespace")
+        .ok_or_else(|| Error::Invalid("the cluster serves no namespaces".into()))?
+        .clone();
+    let mut namespaces: Vec<String> = if sel.all_namespaces {
+        list_all(client, &ns_res, None, None)
+            .await?
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    } else {
+        sel.namespaces.clone()
+    };
+    namespaces.sort();
+    namespaces.dedup();
+    let mut namespace_objects = Vec::new();
+    for ns in &namespaces {
+        match get_object(client, &ns_res, None, ns).await? {
+            Some(o) => namespace_objects.push(o),
+            None => {
+                return Err(Error::Invalid(format!(
+                    "namespace {ns:?} does not exist in the cluster at {} (check --namespace and --context)",
+                    cluster.server
+                )));
+            }
+        }
+    }
+
+    // Namespaced objects: one listing per (type, namespace), or per type across all
+    // namespaces, eight at a time.
+    let namespaced: Vec<&ServedResource> = types.iter().copied().filter(|r| r.namespaced).collect();
+    let jobs: Vec<(&ServedResource, Option<String>)> = if sel.all_namespaces {
+        namespaced.iter().map(|r| (*r, None)).collect()
+    } else {
+        namespaced
+            .iter()
+            .flat_map(|r| namespaces.iter().map(move |ns| (*r, Some(ns.clone()))))
+            .collect()
+    };
+    let listed: Vec<(&ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
+        .map(|(r, ns)| async move {
+            let res = list_all(client, r, ns.as_deref(), sel.selector.as_deref()).await;
+            (r, res)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut objects: Vec<(ServedResource, Value)> = Vec::new();
+    for (r, res) in listed {
+        match res {
+            Ok(items) => objects.extend(items.into_iter().map(|o| (r.clone(), o))),
+            Err(Error::Kube(kube::Error::Api(ae))) if ae.code == 400 => {
+                return Err(Error::Invalid(format!(
+                    "the API server rejected the selection: {} (check --selector)",
+                    ae.message
+                )));
+            }
+            Err(e) => warnings.push(format!("could not list {}: {e}", r.group_resource())),
+        }
+    }
+    objects.retain(|(r, o)| object_not_stored(r, o).is_none());
+
+    // Cluster-scoped objects.
+    let mut cluster_objects: Vec<(ServedResource, Value)> = Vec::new();
+    if type_allowed("", "namespaces") {
+        cluster_objects.extend(namespace_objects.into_iter().map(|o| (ns_res.clone(), o)));
+    }
+    if sel.cluster_resources == ClusterResources::Include {
+        for r in types
+            .iter()
+            .filter(|r| !r.namespaced && r.kind != "Namespace")
+        {
+            match list_all(client, r, None, sel.selector.as_deref()).await {
+                Ok(items) => cluster_objects.extend(
+                    items
+                        .into_iter()
+                        .filter(|o| object_not_stored(r, o).is_none())
+                        .map(|o| ((*r).clone(), o)),
+                ),
+                Err(e) => warnings.push(format!("could not list {}: {e}", r.group_resource())),
+            }
+        }
+    }
+    if sel.cluster_resources != ClusterResources::Exclude {
+        let have: BTreeSet<(String, String)> = cluster_objects
+            .iter()
+            .map(|(r, o)| (r.kind.clone(), name_of(o).to_string()))
+            .collect();
+        let needs = cluster_dependencies(&disc, &objects, client, &namespaces, sel).await?;
+        for (group, kind, name) in needs {
+            if have.contains(&(kind.clone(), name.clone())) {
+                continue;
+            }
+            let Some(r) = disc.by_kind(&group, &kind) else {
+                continue;
+            };
+            if !type_allowed(&r.group, &r.resource) {
+                continue;
+            }
+            match get_object(client, r, None, &name).await {
+                Ok(Some(o)) if object_not_stored(r, &o).is_none() => {
+                    cluster_objects.push((r.clone(), o))
+                }
+                Ok(_) => {}
+                Err(e) => warnings.push(format!("could not read {kind}/{name}: {e}")),
+            }
+        }
+    }
+    objects.extend(cluster_objects);
+    objects.sort_by(|(ra, a), (rb, b)| {
+        (&ra.group, &ra.kind, namespace_of(a), name_of(a)).cmp(&(
+            &rb.group,
+            &rb.kind,
+            namespace_of(b),
+            name_of(b),
+        ))
+    });
+    objects.dedup_by(|(ra, a), (rb, b)| {
+        ra.group == rb.group
+            && ra.kind == rb.kind
+            && namespace_of(a) == namespace_of(b)
+            && name_of(a) == name_of(b)
+    });
+
+    // Store: each object its own stream, then the catalog.
+    let writer = repo.writer().await?;
+    let stored: std::result::Result<Vec<Entry>, Error> = stream::iter(objects.iter())
+        .map(|(r, o)| store_object(&writer, r, o))
+        .buffered(16)
+        .try_collect()
+        .await;
+    let entries = match stored {
+        Ok(e) => e,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e);
+        }
+    };
+    let mut collected: Vec<ServedResource> = types.iter().map(|r| (*r).clone()).collect();
+    for (r, _) in &objects {
+        if !collected.contains(r) {
+            collected.push(r.clone());
+        }
+    }
+    let mut type_counts = BTreeMap::new();
+    for (r, _) in &objects {
+        *type_counts.entry(r.group_resource()).or_insert(0) += 1;
+    }
+    let catalog = Catalog {
+        format: CATALOG_FORMAT,
+        cluster: cluster.clone(),
+        selection: RecordedSelection {
+            namespaces: namespaces.clone(),
+            all_namespaces: sel.all_namespaces,
+            selector: sel.selector.clone(),
+            include_resources: sel.include_resources.clone(),
+            exclude_resources: sel.exclude_resources.clone(),
+            cluster_resources: sel.cluster_resources.as_str().into(),
+        },
+        collected,
+        entries,
+    };
+    let root = match writer
+        .add_stream(
+            coffer_repo::BlobKind::Meta,
+            &serde_json::to_vec(&catalog).expect("catalog serializes"),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e.into());
+        }
+    };
+    let mut summary = BackupSummary {
+        snapshot_id: String::new(),
+        objects: catalog.entries.len(),
+        warnings,
+        namespaces: namespaces.clone(),
+        types: type_counts,
+        bytes_new: writer.stats().bytes_new_stored,
+        duration_s: 0.0,
+    };
+    let source = if sel.all_namespaces {
+        format!("{}/*", cluster_name(&cluster))
+    } else {
+        format!("{}/{}", cluster_name(&cluster), namespaces.join(","))
+    };
+    let snap = writer
+        .commit(NewSnapshot {
+            kind: SNAPSHOT_KIND.into(),
+            source,
+            tags,
+            parent: None,
+            root,
+            summary: serde_json::json!({
+                "objects": summary.objects,
+                "warnings": summary.warnings.len(),
+                "namespaces": summary.namespaces,
+                "cluster": cluster,
+            }),
+            time: None,
+        })
+        .await?;
+    summary.snapshot_id = snap.id.to_hex();
+    summary.bytes_new = snap
+        .summary
+        .get("bytes_new")
+        .and_then(Value::as_u64)
+        .unwrap_or(summary.bytes_new);
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// A short name for the cluster in snapshot sources: the API server's host and port.
+fn cluster_name(c: &ClusterInfo) -> String {
+    c.server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+pub(crate) fn name_of(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn namespace_of(o: &Value) -> Option<&str> {
+    o["metadata"]["namespace"].as_str()
+}
+
+/// The cluster-scoped objects the selected namespaced objects need, as (group, kind, name).
+async fn cluster_dependencies(
+    disc: &Discovered,
+    objects: &[(ServedResource, Value)],
+    client: &Client,
+    namespaces: &[String],
+    sel: &Selection,
+) -> Result<BTreeSet<(String, String, String)>> {
+    let mut needs = BTreeSet::new();
+    let mut add = |g: &str, k: &str, n: &str| {
+        if !n.is_empty() {
+            needs.insert((g.to_string(), k.to_string(), n.to_string()));
+        }
+    };
+    let mut pv_names = Vec::new();
+    for (r, o) in objects {
+        match (r.group.as_str(), r.kind.as_str()) {
+            ("", "PersistentVolumeClaim") => {
+                if let Some(pv) = o["spec"]["volumeName"].as_str() {
+                    add("", "PersistentVolume", pv);
+                    pv_names.push(pv.to_string());
+                }
+                if let Some(sc) = o["spec"]["storageClassName"].as_str() {
+                    add("storage.k8s.io", "StorageClass", sc);
+                }
+            }
+            ("rbac.authorization.k8s.io", "RoleBinding")
+                if o["roleRef"]["kind"] == "ClusterRole" =>
+            {
+                add(
+                    "rbac.authorization.k8s.io",
+                    "ClusterRole",
+                    o["roleRef"]["name"].as_str().unwrap_or_default(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(pc) = crate::refs::pod_spec(r, o).and_then(|s| s["priorityClassName"].as_str())
+        {
+            add("scheduling.k8s.io", "PriorityClass", pc);
+        }
+        // Custom resources bring their CRD.
+        if !is_builtin_group(&r.group) {
+            add(
+                "apiextensions.k8s.io",
+                "CustomResourceDefinition",
+                &format!("{}.{}", r.resource, r.group),
+            );
+        }
+    }
+    // StorageClasses of the PVs too (a PV may name a class its claim does not).
+    if let Some(pv_res) = disc.by_kind("", "PersistentVolume") {
+        for pv in pv_names {
+            if let Some(o) = get_object(client, pv_res, None, &pv).await?
+                && let Some(sc) = o["spec"]["storageClassName"].as_str()
+            {
+                add("storage.k8s.io", "StorageClass", sc);
+            }
+        }
+    }
+    // ClusterRoleBindings with a subject that is a ServiceAccount in a selected namespace.
+    let selected_sas: BTreeSet<(String, String)> = objects
+        .iter()
+        .filter(|(r, _)| r.group.is_empty() && r.kind == "ServiceAccount")
+        .map(|(_, o)| {
+            (
+                namespace_of(o).unwrap_or_default().to_string(),
+                name_of(o).to_string(),
+            )
+        })
+        .collect();
+    if !selected_sas.is_empty()
+        && let Some(crb) = disc.by_kind("rbac.authorization.k8s.io", "ClusterRoleBinding")
+    {
+        for b in list_all(client, crb, None, None).await? {
+            if object_not_stored(crb, &b).is_some() {
+                continue;
+            }
+            let binds_selected = b["subjects"].as_array().is_some_and(|subjects| {
+                subjects.iter().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && selected_sas.contains(&(
+                            s["namespace"].as_str().unwrap_or_default().to_string(),
+                            s["name"].as_str().unwrap_or_default().to_string(),
+                        ))
+                })
+            });
+            if binds_selected {
+                add(
+                    "rbac.authorization.k8s.io",
+                    "ClusterRoleBinding",
+                    name_of(&b),
+                );
+                if b["roleRef"]["kind"] == "ClusterRole" {
+                    add(
+                        "rbac.authorization.k8s.io",
+                        "ClusterRole",
+                        b["roleRef"]["name"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    let _ = (namespaces, sel);
+    Ok(needs)
+}
+
+/// Groups served by Kubernetes itself (their types need no CRD).
+pub fn is_builtin_group(group: &str) -> bool {
+    const BUILTIN: &[&str] = &[
+        "",
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+        "extensions",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "apiextensions.k8s.io",
+        "apiregistration.k8s.io",
+        "admissionregistration.k8s.io",
+        "scheduling.k8s.io",
+        "coordination.k8s.io",
+        "node.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "certificates.k8s.io",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "internal.apiserver.k8s.io",
+        "resource.k8s.io",
+        "storagemigration.k8s.io",
+    ];
+    BUILTIN.contains(&group)
+}
