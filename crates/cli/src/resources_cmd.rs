@@ -22,6 +22,23 @@ pub enum ResourcesCommand {
     Show(ShowArgs),
     /// Restore objects into a cluster.
     Restore(RestoreArgs),
+    /// Store objects from YAML/JSON files or directories (kubectl output, manifests, an
+    /// unpacked Velero backup) as a resources snapshot.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Files or directories (walked for *.yaml, *.yml, *.json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Where the objects came from (recorded as the snapshot's source cluster).
+    #[arg(long, default_value = "imported")]
+    origin: String,
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -147,7 +164,19 @@ pub async fn run(repo: &RepoOpts, cmd: ResourcesCommand) -> Result<()> {
         ResourcesCommand::List(a) => list(repo, a).await,
         ResourcesCommand::Show(a) => show(repo, a).await,
         ResourcesCommand::Restore(a) => restore_cmd(repo, a).await,
+        ResourcesCommand::Import(a) => import(repo, a).await,
     }
+}
+
+async fn import(repo_opts: &RepoOpts, a: ImportArgs) -> Result<()> {
+    let tags = parse_tags(&a.tags)?;
+    let repo = repo_opts.open().await?;
+    let summary = coffer_resources::import::import(&repo, &a.paths, &a.origin, tags).await?;
+    if a.json {
+        return print_json(&summary);
+    }
+    print_backup_summary(&summary);
+    Ok(())
 }
 
 async fn backup(repo_opts: &RepoOpts, a: BackupArgs) -> Result<()> {
@@ -184,6 +213,11 @@ async fn backup(repo_opts: &RepoOpts, a: BackupArgs) -> Result<()> {
     if a.json {
         return print_json(&summary);
     }
+    print_backup_summary(&summary);
+    Ok(())
+}
+
+fn print_backup_summary(summary: &coffer_resources::BackupSummary) {
     println!(
         "snapshot {} saved: {} objects from {} in {:.1}s",
         &summary.snapshot_id[..8],
@@ -201,7 +235,6 @@ async fn backup(repo_opts: &RepoOpts, a: BackupArgs) -> Result<()> {
     for w in &summary.warnings {
         eprintln!("warning: {w}");
     }
-    Ok(())
 }
 
 async fn list(repo_opts: &RepoOpts, a: ListArgs) -> Result<()> {

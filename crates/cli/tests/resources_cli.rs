@@ -802,3 +802,132 @@ async fn failures_are_reported_per_object_and_the_rest_restores() {
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     let _ = json!(null);
 }
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_api_versions_transforms_and_mappings() {
+    let env = Env::start().await;
+    // A backup from a cluster long gone: objects in API versions 1.26 no longer serves.
+    let imported = env.resources_json(
+        "import",
+        &[&fixture("old-api.yaml"), "--origin", "k8s-1.15-cluster"],
+    );
+    let id = imported["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(imported["objects"], 14, "{imported:#}");
+
+    let out = env.resources(
+        "restore",
+        &[
+            &id,
+            "--transform",
+            &fixture("transform-native.yaml"),
+            "--transform",
+            &fixture("transform-velero.yaml"),
+            "--storage-class-mapping",
+            "old-fast=coffer-sim-wffc",
+            "--image-registry-mapping",
+            "docker.io=mirror.local",
+            "--json",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    // PodSecurityPolicy has no successor: reported, and the exit code says so.
+    assert!(!out.status.success());
+    let failed: Vec<&Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["kind"], "PodSecurityPolicy");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed in Kubernetes 1.25")
+    );
+    assert!(
+        stderr(&out).contains("PodSecurityPolicy/restricted"),
+        "{}",
+        stderr(&out)
+    );
+    let converted = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["notes"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n.as_str().unwrap().starts_with("converted from"))
+            })
+        })
+        .count();
+    assert_eq!(converted, 8, "{report:#}");
+
+    // Every converted object is live in its new version, with its fields reshaped.
+    let d = env
+        .get_json("legacy", "deployments.v1.apps", "legacy-web")
+        .unwrap();
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "legacy-web");
+    assert_eq!(d["spec"]["replicas"], 0, "native transform");
+    assert_eq!(d["metadata"]["labels"]["migrated"], "yes");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "mirror.local/library/nginx:1.14"
+    );
+    let ing = env
+        .get_json("legacy", "ingresses.v1.networking.k8s.io", "legacy-web")
+        .unwrap();
+    let backend = &ing["spec"]["rules"][0]["http"]["paths"][0]["backend"];
+    assert_eq!(backend["service"]["name"], "legacy-web");
+    assert_eq!(backend["service"]["port"]["number"], 80);
+    assert!(
+        env.get_json("legacy", "cronjobs.v1.batch", "nightly")
+            .is_some()
+    );
+    assert!(
+        env.get_json("legacy", "poddisruptionbudgets.v1.policy", "legacy-web")
+            .is_some()
+    );
+    assert!(
+        env.get_json("legacy", "roles.v1.rbac.authorization.k8s.io", "reader")
+            .is_some()
+    );
+    let hpa = env
+        .get_json(
+            "legacy",
+            "horizontalpodautoscalers.v2.autoscaling",
+            "legacy-web",
+        )
+        .unwrap();
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    let crd = env
+        .get_json("default", "crd", "gadgets.example.com")
+        .unwrap();
+    assert_eq!(
+        crd["spec"]["versions"][0]["additionalPrinterColumns"][0]["jsonPath"],
+        ".spec.size"
+    );
+    let g = env.get_json("legacy", "gadgets.example.com", "g1").unwrap();
+    assert_eq!(g["spec"]["size"], 7);
+    // Velero-format rule (matches + JSON patch + merge patch) and storage-class mapping.
+    let cm = env.get_json("legacy", "configmap", "settings").unwrap();
+    assert_eq!(cm["data"]["mode"], "production");
+    assert_eq!(cm["metadata"]["annotations"]["migrated-by"], "coffer");
+    let pvc = env.get_json("legacy", "pvc", "legacy-data").unwrap();
+    assert_eq!(pvc["spec"]["storageClassName"], "coffer-sim-wffc");
+
+    // A broken transform file is a one-line error before anything happens.
+    let bad = env._dir.path().join("bad.yaml");
+    std::fs::write(&bad, "rules:\n- match: {name: \"(\"}\n").unwrap();
+    let out = env.resources("restore", &[&id, "--transform", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("regex"), "{}", stderr(&out));
+}

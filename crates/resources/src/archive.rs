@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use coffer_repo::{BlobKind, ChunkId, Repository, Snapshot, Writer};
+use coffer_repo::{BlobKind, ChunkId, NewSnapshot, Repository, Snapshot, Writer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -179,4 +179,78 @@ pub async fn store_object(writer: &Writer, res: &ServedResource, obj: &Value) ->
         size: bytes.len() as u64,
         chunks,
     })
+}
+
+/// Stores objects as a resources snapshot: each object its own stream, then the catalog,
+/// then the manifest. Returns the snapshot and the bytes it added to the repository.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_snapshot(
+    repo: &Repository,
+    cluster: ClusterInfo,
+    selection: RecordedSelection,
+    collected: Vec<ServedResource>,
+    objects: &[(ServedResource, Value)],
+    tags: BTreeMap<String, String>,
+    source: String,
+    warnings: usize,
+) -> Result<(Snapshot, u64)> {
+    let writer = repo.writer().await?;
+    match write_with(&writer, cluster, selection, collected, objects).await {
+        Ok((root, catalog_summary)) => {
+            let bytes_new = writer.stats().bytes_new_stored;
+            let mut summary = catalog_summary;
+            summary["warnings"] = warnings.into();
+            summary["bytes_new"] = bytes_new.into();
+            let snap = writer
+                .commit(NewSnapshot {
+                    kind: SNAPSHOT_KIND.into(),
+                    source,
+                    tags,
+                    parent: None,
+                    root,
+                    summary,
+                    time: None,
+                })
+                .await?;
+            Ok((snap, bytes_new))
+        }
+        Err(e) => {
+            writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_with(
+    writer: &Writer,
+    cluster: ClusterInfo,
+    selection: RecordedSelection,
+    collected: Vec<ServedResource>,
+    objects: &[(ServedResource, Value)],
+) -> Result<(Vec<ChunkId>, Value)> {
+    use futures::{StreamExt, TryStreamExt, stream};
+    let entries: Vec<Entry> = stream::iter(objects.iter())
+        .map(|(r, o)| store_object(writer, r, o))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let summary = serde_json::json!({
+        "objects": entries.len(),
+        "namespaces": selection.namespaces,
+        "cluster": cluster,
+    });
+    let catalog = Catalog {
+        format: CATALOG_FORMAT,
+        cluster,
+        selection,
+        collected,
+        entries,
+    };
+    let root = writer
+        .add_stream(
+            BlobKind::Meta,
+            &serde_json::to_vec(&catalog).expect("catalog serializes"),
+        )
+        .await?;
+    Ok((root, summary))
 }

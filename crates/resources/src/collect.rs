@@ -8,16 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use coffer_repo::{NewSnapshot, Repository};
-use futures::{StreamExt, TryStreamExt, stream};
+use coffer_repo::Repository;
+use futures::{StreamExt, stream};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, Config};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::archive::{
-    CATALOG_FORMAT, Catalog, ClusterInfo, Entry, RecordedSelection, SNAPSHOT_KIND, store_object,
-};
+use crate::archive::{ClusterInfo, RecordedSelection, write_snapshot};
 use crate::discovery::{Discovered, ServedResource};
 use crate::{Error, Result};
 
@@ -475,20 +473,6 @@ pub async fn backup(
             && name_of(a) == name_of(b)
     });
 
-    // Store: each object its own stream, then the catalog.
-    let writer = repo.writer().await?;
-    let stored: std::result::Result<Vec<Entry>, Error> = stream::iter(objects.iter())
-        .map(|(r, o)| store_object(&writer, r, o))
-        .buffered(16)
-        .try_collect()
-        .await;
-    let entries = match stored {
-        Ok(e) => e,
-        Err(e) => {
-            writer.abort().await;
-            return Err(e);
-        }
-    };
     let mut collected: Vec<ServedResource> = types.iter().map(|r| (*r).clone()).collect();
     for (r, _) in &objects {
         if !collected.contains(r) {
@@ -499,69 +483,39 @@ pub async fn backup(
     for (r, _) in &objects {
         *type_counts.entry(r.group_resource()).or_insert(0) += 1;
     }
-    let catalog = Catalog {
-        format: CATALOG_FORMAT,
-        cluster: cluster.clone(),
-        selection: RecordedSelection {
-            namespaces: namespaces.clone(),
-            all_namespaces: sel.all_namespaces,
-            selector: sel.selector.clone(),
-            include_resources: sel.include_resources.clone(),
-            exclude_resources: sel.exclude_resources.clone(),
-            cluster_resources: sel.cluster_resources.as_str().into(),
-        },
-        collected,
-        entries,
-    };
-    let root = match writer
-        .add_stream(
-            coffer_repo::BlobKind::Meta,
-            &serde_json::to_vec(&catalog).expect("catalog serializes"),
-        )
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            writer.abort().await;
-            return Err(e.into());
-        }
-    };
-    let mut summary = BackupSummary {
-        snapshot_id: String::new(),
-        objects: catalog.entries.len(),
-        warnings,
-        namespaces: namespaces.clone(),
-        types: type_counts,
-        bytes_new: writer.stats().bytes_new_stored,
-        duration_s: 0.0,
-    };
     let source = if sel.all_namespaces {
         format!("{}/*", cluster_name(&cluster))
     } else {
         format!("{}/{}", cluster_name(&cluster), namespaces.join(","))
     };
-    let snap = writer
-        .commit(NewSnapshot {
-            kind: SNAPSHOT_KIND.into(),
-            source,
-            tags,
-            parent: None,
-            root,
-            summary: serde_json::json!({
-                "objects": summary.objects,
-                "warnings": summary.warnings.len(),
-                "namespaces": summary.namespaces,
-                "cluster": cluster,
-            }),
-            time: None,
-        })
-        .await?;
-    summary.snapshot_id = snap.id.to_hex();
-    summary.bytes_new = snap
-        .summary
-        .get("bytes_new")
-        .and_then(Value::as_u64)
-        .unwrap_or(summary.bytes_new);
+    let selection = RecordedSelection {
+        namespaces: namespaces.clone(),
+        all_namespaces: sel.all_namespaces,
+        selector: sel.selector.clone(),
+        include_resources: sel.include_resources.clone(),
+        exclude_resources: sel.exclude_resources.clone(),
+        cluster_resources: sel.cluster_resources.as_str().into(),
+    };
+    let (snap, bytes_new) = write_snapshot(
+        repo,
+        cluster,
+        selection,
+        collected,
+        &objects,
+        tags,
+        source,
+        warnings.len(),
+    )
+    .await?;
+    let mut summary = BackupSummary {
+        snapshot_id: snap.id.to_hex(),
+        objects: objects.len(),
+        warnings,
+        namespaces,
+        types: type_counts,
+        bytes_new,
+        duration_s: 0.0,
+    };
     summary.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -31,6 +31,7 @@ pub mod archive;
 pub mod collect;
 pub mod convert;
 pub mod discovery;
+pub mod import;
 pub mod order;
 pub mod refs;
 pub mod restore;
