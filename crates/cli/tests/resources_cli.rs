@@ -389,6 +389,12 @@ async fn app_backup_delete_restore_and_clone() {
     env.apply(APP);
     wait_pvcs_bound(&env, "shop");
     let before = snapshot_app(&env, "shop");
+    // A ConfigMap owned by the custom resource: restored after it, pointing at its new uid.
+    let widget_uid = env.get_json("shop", "widget", "banner").unwrap()["metadata"]["uid"].clone();
+    env.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: banner-rendered\n  namespace: shop\n  ownerReferences:\n  - {{apiVersion: example.com/v1, kind: Widget, name: banner, uid: {}}}\ndata: {{html: hi}}\n",
+        widget_uid.as_str().unwrap()
+    ));
 
     let backup = env.resources_json("backup", &["--namespace", "shop", "--tag", "app=wordpress"]);
     let id = backup["snapshot_id"].as_str().unwrap().to_string();
@@ -495,6 +501,21 @@ async fn app_backup_delete_restore_and_clone() {
     assert_same_app(&before, &after);
     let ns = env.get_json("default", "namespace", "shop").unwrap();
     assert_eq!(ns["metadata"]["labels"]["team"], "web");
+    let new_widget_uid = env.get_json("shop", "widget", "banner").unwrap()["metadata"]["uid"].clone();
+    assert_ne!(new_widget_uid, widget_uid);
+    let owned = env.get_json("shop", "configmap", "banner-rendered").unwrap();
+    assert_eq!(owned["metadata"]["ownerReferences"][0]["uid"], new_widget_uid);
+    let position = |kind: &str, name: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|r| r["kind"] == kind && r["name"] == name)
+            .unwrap()
+    };
+    assert!(position("Widget", "banner") < position("ConfigMap", "banner-rendered"));
+    assert!(position("ConfigMap", "wp-config") < position("Deployment", "wordpress"));
+    assert!(position("PersistentVolumeClaim", "wp-data") < position("Deployment", "wordpress"));
 
     // The same backup into another namespace.
     let report = env.resources_json(
@@ -675,6 +696,53 @@ async fn rollback_existing_policies_and_partial_restore() {
     let uid_after =
         env.get_json("shop", "secret", "db-credentials").unwrap()["metadata"]["uid"].clone();
     assert_ne!(uid_before, uid_after);
+
+    // Pagination: 1,100 ConfigMaps come back in pages of 500, all of them.
+    let mut bulk = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..1100 {
+        bulk.push_str(&format!(
+            "- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: cm-{i:04}, namespace: bulk}}, data: {{i: \"{i}\"}}}}\n"
+        ));
+    }
+    env.kubectl(&["create", "namespace", "bulk"]);
+    let out = env.kubectl_raw(&["apply", "-f", "-"], Some(&bulk));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let b = env.resources_json(
+        "backup",
+        &["--namespace", "bulk", "--include-resources", "configmaps"],
+    );
+    assert_eq!(b["objects"], 1101, "1100 ConfigMaps and the Namespace: {b:#}");
+
+    // Cluster protection: every namespace and the cluster-scoped objects, without what the
+    // API server maintains itself.
+    env.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: shop-viewer}\nrules: [{apiGroups: [\"\"], resources: [pods], verbs: [get]}]\n",
+    );
+    let all = env.resources_json(
+        "backup",
+        &["--all-namespaces", "--cluster-resources", "include", "--exclude-resources", "configmaps"],
+    );
+    let all_id = all["snapshot_id"].as_str().unwrap();
+    let list = env.resources_json("list", &[all_id, "--kind", "clusterroles"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"shop-viewer"), "{names:?}");
+    assert!(!names.contains(&"cluster-admin"), "bootstrap roles are the API server's: {names:?}");
+    let crds = env.resources_json("list", &[all_id, "--kind", "crd"]);
+    assert!(
+        crds.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "widgets.example.com")
+    );
+    let nss = env.resources_json("list", &[all_id, "--kind", "namespaces"]);
+    for ns in ["shop", "bulk", "kube-system", "default"] {
+        assert!(nss.as_array().unwrap().iter().any(|e| e["name"] == ns), "{ns}");
+    }
 
     // Partial restore into a fresh namespace: the Deployment alone, its ConfigMap, Secret,
     // PVC and ServiceAccount reported missing.
