@@ -58,6 +58,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Buffers of a MiB and more (chunks, pack spans) come and go on many threads; glibc's
+    // adaptive threshold would keep serving them from per-thread heaps that never shrink.
+    // A fixed threshold maps them directly and gives the memory back when they are freed.
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")

@@ -20,6 +20,8 @@ use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err, is_z
 const MAGIC: &[u8; 8] = b"CBMP0001";
 /// Blocks processed at once (read, hashed, compressed, sealed).
 const IN_FLIGHT: usize = 6;
+/// Pack spans read and decoded at once during a restore (each at most 8 MiB).
+const RESTORE_SPANS: usize = 3;
 
 /// The decoded block map.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,25 +321,26 @@ pub async fn restore(
     // Fresh files are sparse already: only non-zero blocks are written. Devices and delta
     // targets compare or overwrite every block.
     let must_visit = is_device || r.delta;
-    let written: Vec<(u64, bool)> = futures::stream::iter(map.blocks.iter().copied().enumerate())
-        .map(|(i, id)| {
-            let file = file.clone();
-            let target = target.clone();
-            let progress = r.progress.clone();
-            let len = map.block_len(i);
-            let offset = i as u64 * map.block_size as u64;
-            let repo = repo.clone();
-            let delta = r.delta;
-            async move {
-                if id.is_none() && !must_visit {
-                    progress.add(len as u64);
-                    return Ok::<_, Error>((0, false));
-                }
-                if delta {
-                    let f = file.clone();
+    // 1. The blocks to write: all stored ones, every block of a device, or (--delta)
+    //    those whose content differs from the target's.
+    let candidates: Vec<usize> = (0..map.blocks.len())
+        .filter(|&i| must_visit || map.blocks[i].is_some())
+        .collect();
+    let skipped: u64 = (0..map.blocks.len())
+        .filter(|&i| !must_visit && map.blocks[i].is_none())
+        .map(|i| map.block_len(i) as u64)
+        .sum();
+    r.progress.add(skipped);
+    let todo: Vec<usize> = if r.delta {
+        let differs: Vec<Option<usize>> = futures::stream::iter(candidates)
+            .map(|i| {
+                let (file, target, repo) = (file.clone(), target.clone(), repo.clone());
+                let (len, offset, id) = (map.block_len(i), i as u64 * map.block_size as u64, map.blocks[i]);
+                let progress = r.progress.clone();
+                async move {
                     let current = tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0u8; len];
-                        f.read_exact_at(&mut buf, offset).map(|_| buf)
+                        file.read_exact_at(&mut buf, offset).map(|_| buf)
                     })
                     .await
                     .expect("read task panicked")
@@ -348,47 +351,81 @@ pub async fn restore(
                     };
                     if same {
                         progress.add(len as u64);
-                        return Ok((0, false));
                     }
+                    Ok::<_, Error>((!same).then_some(i))
                 }
-                let data = match id {
-                    Some(id) => {
-                        let d = repo.read_chunk(&id).await?;
-                        if d.len() != len {
-                            return Err(Error::BadMetadata(format!(
-                                "block {i} has {} bytes, expected {len}",
-                                d.len()
-                            )));
-                        }
-                        d
-                    }
-                    None => {
-                        if !is_device && punch_hole(&file, offset, len as u64) {
-                            progress.add(len as u64);
-                            return Ok((0, true));
-                        }
-                        Bytes::from(vec![0u8; len])
-                    }
-                };
-                let f = file.clone();
-                tokio::task::spawn_blocking(move || f.write_all_at(&data, offset))
-                    .await
-                    .expect("write task panicked")
-                    .map_err(|e| io_err(&target, e))?;
-                progress.add(len as u64);
-                Ok((len as u64, true))
+            })
+            .buffered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        differs.into_iter().flatten().collect()
+    } else {
+        candidates
+    };
+    let mut bytes_written = 0u64;
+    let mut blocks_changed = 0u64;
+    // 2. Zero blocks: holes in files, zeros on devices.
+    for &i in todo.iter().filter(|&&i| map.blocks[i].is_none()) {
+        let (len, offset) = (map.block_len(i), i as u64 * map.block_size as u64);
+        if is_device || !punch_hole(&file, offset, len as u64) {
+            file.write_all_at(&vec![0u8; len], offset)
+                .map_err(|e| io_err(&target, e))?;
+            bytes_written += len as u64;
+        }
+        blocks_changed += 1;
+        r.progress.add(len as u64);
+    }
+    // 3. Data blocks: chunks fetched pack by pack in large reads, each written to every
+    //    block that holds it (a chunk can repeat within a volume).
+    let mut offsets: std::collections::HashMap<ChunkId, Vec<usize>> = std::collections::HashMap::new();
+    let mut order = Vec::new();
+    for &i in &todo {
+        if let Some(id) = map.blocks[i] {
+            let e = offsets.entry(id).or_default();
+            if e.is_empty() {
+                order.push(id);
             }
+            e.push(i);
+        }
+    }
+    let mut chunks = std::pin::pin!(repo.read_chunks_by_pack(&order, RESTORE_SPANS)?);
+    while let Some(batch) = chunks.next().await {
+        let batch = batch?;
+        let mut writes = Vec::new();
+        for (id, data) in batch {
+            for &i in offsets.get(&id).map(Vec::as_slice).unwrap_or_default() {
+                let len = map.block_len(i);
+                if data.len() != len {
+                    return Err(Error::BadMetadata(format!(
+                        "block {i} has {} bytes, expected {len}",
+                        data.len()
+                    )));
+                }
+                writes.push((i as u64 * map.block_size as u64, data.clone()));
+            }
+        }
+        let f = file.clone();
+        let n: u64 = writes.iter().map(|(_, d)| d.len() as u64).sum();
+        let count = writes.len() as u64;
+        tokio::task::spawn_blocking(move || {
+            writes
+                .iter()
+                .try_for_each(|(offset, data)| f.write_all_at(data, *offset))
         })
-        .buffered(IN_FLIGHT)
-        .try_collect()
-        .await?;
+        .await
+        .expect("write task panicked")
+        .map_err(|e| io_err(&target, e))?;
+        bytes_written += n;
+        blocks_changed += count;
+        r.progress.add(n);
+    }
     file.sync_all().map_err(|e| io_err(&target, e))?;
     Ok(RestoreSummary {
         snapshot_id: snap.id.to_hex(),
         target: target.display().to_string(),
         bytes_total: map.volume_size,
-        bytes_written: written.iter().map(|(n, _)| n).sum(),
-        blocks_changed: Some(written.iter().filter(|(_, c)| *c).count() as u64),
+        bytes_written,
+        blocks_changed: Some(blocks_changed),
         files: None,
         duration_s: started.elapsed().as_secs_f64(),
     })
