@@ -501,10 +501,16 @@ async fn app_backup_delete_restore_and_clone() {
     assert_same_app(&before, &after);
     let ns = env.get_json("default", "namespace", "shop").unwrap();
     assert_eq!(ns["metadata"]["labels"]["team"], "web");
-    let new_widget_uid = env.get_json("shop", "widget", "banner").unwrap()["metadata"]["uid"].clone();
+    let new_widget_uid =
+        env.get_json("shop", "widget", "banner").unwrap()["metadata"]["uid"].clone();
     assert_ne!(new_widget_uid, widget_uid);
-    let owned = env.get_json("shop", "configmap", "banner-rendered").unwrap();
-    assert_eq!(owned["metadata"]["ownerReferences"][0]["uid"], new_widget_uid);
+    let owned = env
+        .get_json("shop", "configmap", "banner-rendered")
+        .unwrap();
+    assert_eq!(
+        owned["metadata"]["ownerReferences"][0]["uid"],
+        new_widget_uid
+    );
     let position = |kind: &str, name: &str| {
         report["results"]
             .as_array()
@@ -711,7 +717,10 @@ async fn rollback_existing_policies_and_partial_restore() {
         "backup",
         &["--namespace", "bulk", "--include-resources", "configmaps"],
     );
-    assert_eq!(b["objects"], 1101, "1100 ConfigMaps and the Namespace: {b:#}");
+    assert_eq!(
+        b["objects"], 1101,
+        "1100 ConfigMaps and the Namespace: {b:#}"
+    );
 
     // Cluster protection: every namespace and the cluster-scoped objects, without what the
     // API server maintains itself.
@@ -720,7 +729,13 @@ async fn rollback_existing_policies_and_partial_restore() {
     );
     let all = env.resources_json(
         "backup",
-        &["--all-namespaces", "--cluster-resources", "include", "--exclude-resources", "configmaps"],
+        &[
+            "--all-namespaces",
+            "--cluster-resources",
+            "include",
+            "--exclude-resources",
+            "configmaps",
+        ],
     );
     let all_id = all["snapshot_id"].as_str().unwrap();
     let list = env.resources_json("list", &[all_id, "--kind", "clusterroles"]);
@@ -731,7 +746,10 @@ async fn rollback_existing_policies_and_partial_restore() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"shop-viewer"), "{names:?}");
-    assert!(!names.contains(&"cluster-admin"), "bootstrap roles are the API server's: {names:?}");
+    assert!(
+        !names.contains(&"cluster-admin"),
+        "bootstrap roles are the API server's: {names:?}"
+    );
     let crds = env.resources_json("list", &[all_id, "--kind", "crd"]);
     assert!(
         crds.as_array()
@@ -741,7 +759,10 @@ async fn rollback_existing_policies_and_partial_restore() {
     );
     let nss = env.resources_json("list", &[all_id, "--kind", "namespaces"]);
     for ns in ["shop", "bulk", "kube-system", "default"] {
-        assert!(nss.as_array().unwrap().iter().any(|e| e["name"] == ns), "{ns}");
+        assert!(
+            nss.as_array().unwrap().iter().any(|e| e["name"] == ns),
+            "{ns}"
+        );
     }
 
     // Partial restore into a fresh namespace: the Deployment alone, its ConfigMap, Secret,
@@ -991,6 +1012,42 @@ async fn old_api_versions_transforms_and_mappings() {
     assert_eq!(cm["metadata"]["annotations"]["migrated-by"], "coffer");
     let pvc = env.get_json("legacy", "pvc", "legacy-data").unwrap();
     assert_eq!(pvc["spec"]["storageClassName"], "coffer-sim-wffc");
+
+    // The conversion fixtures of the resources crate: each converted object is accepted by
+    // a 1.26 API server and is live afterwards.
+    let dir = format!(
+        "{}/../resources/tests/fixtures/old-api",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut inputs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    inputs.sort();
+    assert_eq!(inputs.len(), 8);
+    let mut args: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    args.extend(["--origin", "fixtures"]);
+    let fixtures = env.resources_json("import", &args);
+    let fid = fixtures["snapshot_id"].as_str().unwrap().to_string();
+    let report = env.resources_json("restore", &[&fid]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["result"], "created", "{r}");
+        let kind = r["kind"].as_str().unwrap().to_ascii_lowercase();
+        let resource = match r["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((group, version)) => format!("{kind}.{version}.{group}"),
+            None => kind,
+        };
+        let ns = r["namespace"].as_str().unwrap_or("default");
+        assert!(
+            env.get_json(ns, &resource, r["name"].as_str().unwrap())
+                .is_some(),
+            "{resource} {} not live",
+            r["name"]
+        );
+    }
 
     // A broken transform file is a one-line error before anything happens.
     let bad = env._dir.path().join("bad.yaml");

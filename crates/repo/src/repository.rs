@@ -17,6 +17,9 @@ use crate::index::{self, ChunkLocation, IndexFile, IndexTable};
 use crate::pack::{self, BlobEntry, Compression};
 use crate::snapshot::{self, Snapshot};
 
+/// A run of blobs of one pack read at once: (pack, start, end, blobs).
+type Span = (Id, u64, u64, Vec<(ChunkId, ChunkLocation)>);
+
 /// The repository format this code reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "coffer.repo";
@@ -510,7 +513,7 @@ impl Repository {
         located.sort_by_key(|(_, l)| (l.pack, l.offset));
         // Spans: (pack, start, end, blobs). Both the bytes read and the plaintext they
         // decode to stay under SPAN_MAX, which bounds memory per span in flight.
-        let mut spans: Vec<(Id, u64, u64, Vec<(ChunkId, ChunkLocation)>)> = Vec::new();
+        let mut spans: Vec<Span> = Vec::new();
         let mut span_raw = 0u64;
         for (id, loc) in located {
             let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
@@ -534,7 +537,11 @@ impl Repository {
         Ok(futures::stream::iter(spans)
             .map(move |(pack, start, end, blobs)| async move {
                 let path = pack::pack_path(&pack);
-                let span = self.inner.backend.read_range(&path, start, end - start).await;
+                let span = self
+                    .inner
+                    .backend
+                    .read_range(&path, start, end - start)
+                    .await;
                 let keys = self.inner.clone();
                 let decoded: Vec<(ChunkId, ChunkLocation, Option<Bytes>)> =
                     tokio::task::spawn_blocking(move || {

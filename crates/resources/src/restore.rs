@@ -806,23 +806,16 @@ fn prepare(
     };
     sanitize(&group, &kind, obj, &opts_here);
     it.sanitized_with = opts_here;
-    // Mappings and transforms.
-    if map_storage_classes(obj, &opts.storage_class_mapping) {
-        it.notes.push("storage class mapped".into());
-    }
-    if map_image_registries(obj, &opts.image_registry_mapping) {
-        it.notes.push("image registry mapped".into());
-    }
+    // Transforms (matching the object as backed up: its original namespace and name, as
+    // Velero's resource modifiers do), then the storage-class and registry mappings.
     if !opts.transforms.is_empty() {
-        let name = name_of(obj).to_string();
-        let ns = namespace_of(obj).map(str::to_string);
         let info = ObjectInfo {
             group: &group,
             version: &it.res.version,
             kind: &kind,
             resource: &it.res.resource,
-            namespace: ns.as_deref(),
-            name: &name,
+            namespace: it.src_ns.as_deref(),
+            name: &it.src_name,
         };
         let applied = opts
             .transforms
@@ -837,6 +830,12 @@ fn prepare(
         {
             return Err("a transform changed apiVersion or kind, which a restore cannot follow; use a separate rule set per kind".into());
         }
+    }
+    if map_storage_classes(obj, &opts.storage_class_mapping) {
+        it.notes.push("storage class mapped".into());
+    }
+    if map_image_registries(obj, &opts.image_registry_mapping) {
+        it.notes.push("image registry mapped".into());
     }
     Ok(())
 }

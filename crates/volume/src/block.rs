@@ -335,7 +335,11 @@ pub async fn restore(
         let differs: Vec<Option<usize>> = futures::stream::iter(candidates)
             .map(|i| {
                 let (file, target, repo) = (file.clone(), target.clone(), repo.clone());
-                let (len, offset, id) = (map.block_len(i), i as u64 * map.block_size as u64, map.blocks[i]);
+                let (len, offset, id) = (
+                    map.block_len(i),
+                    i as u64 * map.block_size as u64,
+                    map.blocks[i],
+                );
                 let progress = r.progress.clone();
                 async move {
                     let current = tokio::task::spawn_blocking(move || {
@@ -377,7 +381,8 @@ pub async fn restore(
     }
     // 3. Data blocks: chunks fetched pack by pack in large reads, each written to every
     //    block that holds it (a chunk can repeat within a volume).
-    let mut offsets: std::collections::HashMap<ChunkId, Vec<usize>> = std::collections::HashMap::new();
+    let mut offsets: std::collections::HashMap<ChunkId, Vec<usize>> =
+        std::collections::HashMap::new();
     let mut order = Vec::new();
     for &i in &todo {
         if let Some(id) = map.blocks[i] {
