@@ -143,75 +143,111 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
     let kind = if is_block { "block" } else { "fs" };
     let parent =
         resolve_parent(&repo, &a.parent, kind, &source.display().to_string(), &tags).await?;
-    let progress = Progress::default();
-    let (bar, ticker) = watch(&progress, "backup");
-    let result = if is_block {
-        let changed_ranges = match &a.changed_ranges {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read {}", f.display()))?;
-                Some(block::parse_changed_ranges(&text).with_context(|| f.display().to_string())?)
-            }
-            None => None,
-        };
-        block::backup(
-            &repo,
-            block::BlockBackup {
-                source: &source,
-                tags,
-                parent,
-                changed_ranges,
-                progress,
-            },
-        )
-        .await
-    } else {
-        if a.changed_ranges.is_some() {
-            bail!("--changed-ranges applies to block volumes only");
+    let changed_ranges = match (&a.changed_ranges, is_block) {
+        (Some(_), false) => bail!("--changed-ranges applies to block volumes only"),
+        (Some(f), true) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            Some(block::parse_changed_ranges(&text).with_context(|| f.display().to_string())?)
         }
-        fs::backup(
-            &repo,
-            fs::FsBackup {
-                source: &source,
-                tags,
-                parent,
-                progress,
-            },
-        )
-        .await
+        (None, _) => None,
     };
+    let human = |s: &coffer_volume::BackupSummary| {
+        format!(
+            "snapshot {} of {} ({}): read {}, added {} in {:.1}s{}",
+            &s.snapshot_id[..8],
+            s.source,
+            human_bytes(s.bytes_total),
+            human_bytes(s.bytes_read),
+            human_bytes(s.bytes_new),
+            s.duration_s,
+            s.parent
+                .as_ref()
+                .map(|p| format!(", parent {}", &p[..8]))
+                .unwrap_or_default()
+        )
+    };
+    with_progress("backup", a.json, human, |progress| async {
+        if is_block {
+            block::backup(
+                &repo,
+                block::BlockBackup {
+                    source: &source,
+                    tags,
+                    parent,
+                    changed_ranges,
+                    progress,
+                },
+            )
+            .await
+        } else {
+            fs::backup(
+                &repo,
+                fs::FsBackup {
+                    source: &source,
+                    tags,
+                    parent,
+                    progress,
+                },
+            )
+            .await
+        }
+    })
+    .await
+}
+
+/// Runs a volume operation with a progress bar (on a terminal) and prints its result:
+/// JSON with `--json`, else one human line.
+async fn with_progress<T, F, Fut>(
+    label: &str,
+    json: bool,
+    human: impl FnOnce(&T) -> String,
+    run: F,
+) -> Result<()>
+where
+    T: serde::Serialize,
+    F: FnOnce(Progress) -> Fut,
+    Fut: std::future::Future<Output = coffer_volume::Result<T>>,
+{
+    let progress = Progress::default();
+    let (bar, ticker) = watch(&progress, label);
+    let result = run(progress).await;
     ticker.abort();
     bar.finish_and_clear();
-    let s = result?;
-    if a.json {
-        return common::print_json(&s);
+    let summary = result?;
+    if json {
+        return common::print_json(&summary);
     }
-    println!(
-        "snapshot {} of {} ({}): read {}, added {} in {:.1}s{}",
-        &s.snapshot_id[..8],
-        s.source,
-        human_bytes(s.bytes_total),
-        human_bytes(s.bytes_read),
-        human_bytes(s.bytes_new),
-        s.duration_s,
-        s.parent
-            .as_ref()
-            .map(|p| format!(", parent {}", &p[..8]))
-            .unwrap_or_default()
-    );
+    println!("{}", human(&summary));
     Ok(())
 }
 
 async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
     let repo = opts.open().await?;
     let snap = repo.find_snapshot(&a.id).await?;
-    let progress = Progress::default();
-    let (bar, ticker) = watch(&progress, "restore");
-    let result = match snap.kind.as_str() {
-        "block" => {
-            if !a.include.is_empty() {
-                bail!("--include applies to file-system snapshots only");
-            }
+    match snap.kind.as_str() {
+        "block" if !a.include.is_empty() => {
+            bail!("--include applies to file-system snapshots only")
+        }
+        "fs" if a.delta => bail!("--delta applies to block snapshots only"),
+        "block" | "fs" => {}
+        other => bail!(
+            "snapshot {} is a {other} snapshot; `coffer volume restore` restores block and fs snapshots",
+            snap.id.short()
+        ),
+    }
+    let human = |s: &coffer_volume::RestoreSummary| {
+        format!(
+            "restored snapshot {} to {}: wrote {} of {} in {:.1}s",
+            &s.snapshot_id[..8],
+            s.target,
+            human_bytes(s.bytes_written),
+            human_bytes(s.bytes_total),
+            s.duration_s
+        )
+    };
+    with_progress("restore", a.json, human, |progress| async {
+        if snap.kind == "block" {
             block::restore(
                 &repo,
                 &snap,
@@ -222,42 +258,20 @@ async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
                 },
             )
             .await
-        }
-        "fs" => {
-            if a.delta {
-                bail!("--delta applies to block snapshots only");
-            }
+        } else {
             fs::restore(
                 &repo,
                 &snap,
                 fs::FsRestore {
                     target: &a.target,
-                    include: a.include,
+                    include: a.include.clone(),
                     progress,
                 },
             )
             .await
         }
-        other => bail!(
-            "snapshot {} is a {other} snapshot; `coffer volume restore` restores block and fs snapshots",
-            snap.id.short()
-        ),
-    };
-    ticker.abort();
-    bar.finish_and_clear();
-    let s = result?;
-    if a.json {
-        return common::print_json(&s);
-    }
-    println!(
-        "restored snapshot {} to {}: wrote {} of {} in {:.1}s",
-        &s.snapshot_id[..8],
-        s.target,
-        human_bytes(s.bytes_written),
-        human_bytes(s.bytes_total),
-        s.duration_s
-    );
-    Ok(())
+    })
+    .await
 }
 
 pub async fn diff(opts: &RepoOpts, a: DiffArgs) -> Result<()> {

@@ -55,7 +55,8 @@ impl Repository {
     ) -> Result<CheckReport> {
         let mut r = CheckReport::default();
         let mut damaged: BTreeMap<Id, String> = BTreeMap::new();
-        let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
+        let mut bad_blobs: HashSet<(Id, ChunkId)> = HashSet::new();
+        let mut partly_damaged: HashSet<Id> = HashSet::new();
 
         // Index files, one by one, so a damaged one is named.
         let index_ids: Vec<Id> = self
@@ -184,7 +185,8 @@ impl Repository {
                                 first.1
                             ),
                         );
-                        bad_chunks.extend(bad.iter().map(|(id, _)| *id));
+                        bad_blobs.extend(bad.iter().map(|(id, _)| (p, *id)));
+                        partly_damaged.insert(p);
                     }
                 }
                 Err(Error::Corrupt { reason, .. }) => {
@@ -197,15 +199,20 @@ impl Repository {
             }
         }
 
-        // Chunks with no intact copy.
-        let damaged_whole: HashSet<Id> = damaged.keys().copied().collect();
-        let chunk_ok = |id: &ChunkId| -> bool {
-            table
-                .lookup(id)
-                .iter()
-                .any(|l| !damaged_whole.contains(&l.pack))
-                && !bad_chunks_only_copy(&table, id, &bad_chunks, &damaged_whole)
+        // Chunks with no intact copy. A pack whose header or object is bad loses all its
+        // chunks; a pack with some bad blobs loses only those.
+        let damaged_whole: HashSet<Id> = damaged
+            .keys()
+            .filter(|p| !partly_damaged.contains(*p))
+            .copied()
+            .collect();
+        let copy_ok = |id: &ChunkId, pack: &Id| -> bool {
+            !damaged_whole.contains(pack) && !bad_blobs.contains(&(*pack, *id))
         };
+        let chunk_ok =
+            |id: &ChunkId| -> bool { table.lookup(id).iter().any(|l| copy_ok(id, &l.pack)) };
+        // Which damaged packs each affected snapshot depends on.
+        let mut affected_by_pack: HashMap<Id, Vec<SnapshotId>> = HashMap::new();
 
         // Snapshots.
         let snap_ids = self.snapshot_ids().await?;
@@ -244,13 +251,25 @@ impl Repository {
                 r.affected_snapshots.push(sid);
                 continue;
             }
-            if needed.iter().any(|id| !chunk_ok(id)) {
+            let mut blamed: HashSet<Id> = HashSet::new();
+            for id in needed.iter().filter(|id| !chunk_ok(id)) {
+                blamed.extend(table.lookup(id).iter().map(|l| l.pack));
+            }
+            if !blamed.is_empty() {
                 r.affected_snapshots.push(sid);
+                for p in blamed {
+                    affected_by_pack.entry(p).or_default().push(sid);
+                }
             }
         }
 
         for (p, why) in &damaged {
-            let affected: Vec<String> = r.affected_snapshots.iter().map(|s| s.short()).collect();
+            let affected: Vec<String> = affected_by_pack
+                .get(p)
+                .into_iter()
+                .flatten()
+                .map(|s| s.short())
+                .collect();
             r.errors.push(format!(
                 "pack {} is damaged: {why}; affected snapshots: {}",
                 p.to_hex(),
@@ -294,15 +313,6 @@ impl Repository {
         .await
         .expect("verify task panicked")
     }
-}
-
-fn bad_chunks_only_copy(
-    table: &crate::index::IndexTable,
-    id: &ChunkId,
-    bad: &HashSet<ChunkId>,
-    damaged: &HashSet<Id>,
-) -> bool {
-    bad.contains(id) && table.lookup(id).iter().all(|l| damaged.contains(&l.pack))
 }
 
 /// Compares a pack's header with what the index files say about the pack.

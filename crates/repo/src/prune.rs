@@ -310,12 +310,7 @@ impl Repository {
                 report.index_files_written += 1;
             }
             for pack in &deletable {
-                let size = table
-                    .packs()
-                    .iter()
-                    .find(|(p, _)| p == pack)
-                    .map(|(_, s)| *s)
-                    .unwrap_or(0);
+                let size = sizes.get(pack).copied().unwrap_or(0);
                 self.backend().delete(&pack::pack_path(pack)).await?;
                 report.packs_deleted += 1;
                 report.bytes_deleted += size;

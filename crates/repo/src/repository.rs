@@ -354,6 +354,9 @@ impl Repository {
         // Merge in batches so memory stays bounded however many index files are new.
         let mut current: Option<IndexTable> = None;
         let only: Vec<IndexFile> = Vec::new();
+        // Intermediate tables are private to this build: other processes (or repository
+        // handles) may merge the same files at the same time.
+        let private = format!("{}.{}", std::process::id(), Id::random().short());
         let batches: Vec<&[(Id, IndexFile)]> = if files.is_empty() {
             vec![&[]]
         } else {
@@ -364,7 +367,7 @@ impl Repository {
             let out = if i + 1 == batches.len() {
                 path.clone()
             } else {
-                dir.join(format!("{name}.part{i}"))
+                dir.join(format!("{name}.part{i}.{private}"))
             };
             let prev = current.as_ref().or(if i == 0 { base } else { None });
             index::build_table(

@@ -149,7 +149,8 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path()).await;
     let a_seeds: Vec<u64> = (0..10).collect();
-    let b_seeds: Vec<u64> = (50..60).collect();
+    // b shares one chunk (seed 3) with a, stored in the same pack as a's first chunk.
+    let b_seeds: Vec<u64> = std::iter::once(3).chain(50..60).collect();
     let a = backup(&repo, &a_seeds).await;
     let b = backup(&repo, &b_seeds).await;
     assert!(
@@ -190,11 +191,16 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
         .unwrap();
     assert!(!report.ok());
     assert_eq!(report.damaged_packs, vec![loc.pack]);
+    // Only the blob is bad: b, which needs another chunk of the same pack, is intact.
     assert_eq!(report.affected_snapshots, vec![a.id]);
+    let message = report
+        .errors
+        .iter()
+        .find(|e| e.contains(&hex))
+        .unwrap_or_else(|| panic!("{:?}", report.errors));
     assert!(
-        report.errors.iter().any(|e| e.contains(&hex)),
-        "{:?}",
-        report.errors
+        message.contains(&a.id.short()) && !message.contains(&b.id.short()),
+        "{message}"
     );
     let err = verify(&repo, &a, &a_seeds)
         .await
@@ -202,10 +208,16 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     assert!(err.to_string().contains("damaged"), "{err}");
     verify(&repo, &b, &b_seeds).await.unwrap();
 
-    // Truncation and deletion are found by the structural check.
+    // Truncation and deletion are found by the structural check, and lose the whole
+    // pack: now b is affected too.
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let report = repo.check(CheckOptions::default(), None).await.unwrap();
     assert_eq!(report.damaged_packs, vec![loc.pack]);
+    let mut both = vec![a.id, b.id];
+    both.sort();
+    let mut affected = report.affected_snapshots.clone();
+    affected.sort();
+    assert_eq!(affected, both);
     std::fs::remove_file(&path).unwrap();
     let report = repo.check(CheckOptions::default(), None).await.unwrap();
     assert!(
@@ -213,8 +225,10 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
         "{:?}",
         report.errors
     );
-    assert_eq!(report.affected_snapshots, vec![a.id]);
-    verify(&repo, &b, &b_seeds).await.unwrap();
+    let mut affected = report.affected_snapshots.clone();
+    affected.sort();
+    assert_eq!(affected, both);
+    assert!(verify(&repo, &b, &b_seeds).await.is_err());
 }
 
 #[tokio::test]
