@@ -93,7 +93,7 @@ impl Repository {
             .into_iter()
             .filter_map(|o| pack::pack_id_from_path(&o.path).map(|id| (id, o.size)))
             .collect();
-        let table_packs: Vec<(Id, u64)> = table.packs().to_vec();
+        let table_packs: Vec<(Id, u64)> = table.packs().collect();
         r.packs = table_packs.len();
         for (pack, size) in &table_packs {
             match listed.get(pack) {

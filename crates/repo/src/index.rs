@@ -135,7 +135,10 @@ pub struct ChunkLocation {
 pub struct IndexTable {
     map: Option<Mmap>,
     n_entries: usize,
-    packs: Vec<(Id, u64)>,
+    /// The pack list lives in the mapped file too (40-byte records after the entries), so
+    /// an open table costs no heap memory however large the repository.
+    n_packs: usize,
+    packs_at: usize,
     /// The repository index files merged into this table.
     pub sources: BTreeSet<Id>,
     pub path: Option<PathBuf>,
@@ -146,7 +149,8 @@ impl IndexTable {
         IndexTable {
             map: None,
             n_entries: 0,
-            packs: Vec::new(),
+            n_packs: 0,
+            packs_at: 0,
             sources: BTreeSet::new(),
             path: None,
         }
@@ -160,8 +164,23 @@ impl IndexTable {
         self.n_entries == 0
     }
 
-    pub fn packs(&self) -> &[(Id, u64)] {
-        &self.packs
+    /// Every pack the table knows, with its size.
+    pub fn packs(&self) -> impl ExactSizeIterator<Item = (Id, u64)> + '_ {
+        (0..self.n_packs).map(|i| self.pack_at(i))
+    }
+
+    pub fn pack_count(&self) -> usize {
+        self.n_packs
+    }
+
+    /// The pack with table index `i`.
+    pub fn pack_at(&self, i: usize) -> (Id, u64) {
+        let m = self.map.as_ref().expect("a table with packs is mapped");
+        let at = self.packs_at + i * 40;
+        (
+            Id(m[at..at + 32].try_into().unwrap()),
+            u64::from_le_bytes(m[at + 32..at + 40].try_into().unwrap()),
+        )
     }
 
     fn fanout(&self, i: usize) -> usize {
@@ -180,7 +199,7 @@ impl IndexTable {
         let pack_idx = u32::from_le_bytes(rec[32..36].try_into().unwrap()) as usize;
         let raw = u32::from_le_bytes(rec[44..48].try_into().unwrap());
         ChunkLocation {
-            pack: self.packs[pack_idx].0,
+            pack: self.pack_at(pack_idx).0,
             offset: u32::from_le_bytes(rec[36..40].try_into().unwrap()),
             length: u32::from_le_bytes(rec[40..44].try_into().unwrap()),
             raw_length: raw & !KIND_BIT,
@@ -240,28 +259,21 @@ impl IndexTable {
         if map.len() != packs_at + n_packs * 40 {
             return Err(bad("table size does not match its counts"));
         }
-        let packs = map[packs_at..]
-            .chunks_exact(40)
-            .map(|c| {
-                (
-                    Id(c[..32].try_into().unwrap()),
-                    u64::from_le_bytes(c[32..40].try_into().unwrap()),
-                )
-            })
-            .collect();
         Ok(IndexTable {
             map: Some(map),
             n_entries,
-            packs,
+            n_packs,
+            packs_at,
             sources,
             path: Some(path.to_path_buf()),
         })
     }
 }
 
-/// One sorted input of a table merge.
+/// One sorted input of a table merge: (chunk id, pack id, pack index in the new table,
+/// location).
 trait Run {
-    fn peek(&self) -> Option<(Id, Id, ChunkLocationRaw)>;
+    fn peek(&self) -> Option<(Id, Id, u32, ChunkLocationRaw)>;
     fn advance(&mut self);
 }
 
@@ -274,12 +286,12 @@ struct ChunkLocationRaw {
 
 /// A decoded index file held as a sorted vector (index files are bounded in size).
 struct VecRun {
-    entries: Vec<(Id, Id, ChunkLocationRaw)>,
+    entries: Vec<(Id, Id, u32, ChunkLocationRaw)>,
     pos: usize,
 }
 
 impl Run for VecRun {
-    fn peek(&self) -> Option<(Id, Id, ChunkLocationRaw)> {
+    fn peek(&self) -> Option<(Id, Id, u32, ChunkLocationRaw)> {
         self.entries.get(self.pos).copied()
     }
     fn advance(&mut self) {
@@ -287,35 +299,37 @@ impl Run for VecRun {
     }
 }
 
+/// The entries of an existing table, with its packs renumbered (`u32::MAX`: dropped).
 struct TableRun<'a> {
     table: &'a IndexTable,
     pos: usize,
-    keep: &'a dyn Fn(&Id) -> bool,
+    renumber: &'a [u32],
 }
 
 impl TableRun<'_> {
+    fn pack_index(&self) -> usize {
+        let rec = self.table.record(self.pos);
+        u32::from_le_bytes(rec[32..36].try_into().unwrap()) as usize
+    }
+
     fn skip_dropped(&mut self) {
-        while self.pos < self.table.n_entries {
-            let rec = self.table.record(self.pos);
-            let pack_idx = u32::from_le_bytes(rec[32..36].try_into().unwrap()) as usize;
-            if (self.keep)(&self.table.packs[pack_idx].0) {
-                break;
-            }
+        while self.pos < self.table.n_entries && self.renumber[self.pack_index()] == u32::MAX {
             self.pos += 1;
         }
     }
 }
 
 impl Run for TableRun<'_> {
-    fn peek(&self) -> Option<(Id, Id, ChunkLocationRaw)> {
+    fn peek(&self) -> Option<(Id, Id, u32, ChunkLocationRaw)> {
         if self.pos >= self.table.n_entries {
             return None;
         }
         let rec = self.table.record(self.pos);
-        let pack_idx = u32::from_le_bytes(rec[32..36].try_into().unwrap()) as usize;
+        let old = self.pack_index();
         Some((
             Id(rec[..32].try_into().unwrap()),
-            self.table.packs[pack_idx].0,
+            self.table.pack_at(old).0,
+            self.renumber[old],
             ChunkLocationRaw {
                 offset: u32::from_le_bytes(rec[36..40].try_into().unwrap()),
                 length: u32::from_le_bytes(rec[40..44].try_into().unwrap()),
@@ -329,9 +343,10 @@ impl Run for TableRun<'_> {
     }
 }
 
-fn file_run(file: &IndexFile) -> VecRun {
+fn file_run(file: &IndexFile, pack_index: &HashMap<Id, u32>) -> VecRun {
     let mut entries = Vec::new();
     for p in &file.packs {
+        let dest = pack_index[&p.id];
         for b in &p.blobs {
             let raw = b.raw_length
                 | if b.kind == BlobKind::Meta {
@@ -342,6 +357,7 @@ fn file_run(file: &IndexFile) -> VecRun {
             entries.push((
                 b.id,
                 p.id,
+                dest,
                 ChunkLocationRaw {
                     offset: b.offset,
                     length: b.length,
@@ -354,48 +370,70 @@ fn file_run(file: &IndexFile) -> VecRun {
     VecRun { entries, pos: 0 }
 }
 
-/// Writes a new table at `path` merging `base` (entries of packs for which
-/// `keep_base_pack` holds) with the given index files.
+/// Writes a new table at `path` merging existing tables (entries of packs for which
+/// `keep_base_pack` holds) with the given index files. Several bases make this the final
+/// pass of an external merge sort: a large index is merged as sorted runs written a
+/// bounded batch at a time, then read back together through their mappings.
 pub fn build_table(
     path: &Path,
-    base: Option<&IndexTable>,
+    bases: &[&IndexTable],
     keep_base_pack: &dyn Fn(&Id) -> bool,
     files: &[IndexFile],
 ) -> std::io::Result<()> {
-    // Pack list: kept base packs plus the new files' packs, deduplicated.
+    // Pack list: each base's kept packs (renumbered in place, 4 bytes each, no hashing of
+    // the whole list) followed by the new files' packs. A pack listed by two bases appears
+    // twice in the list, which lookups do not mind; writers never index a pack twice.
+    let mut renumbers: Vec<Vec<u32>> = Vec::with_capacity(bases.len());
+    let mut n_packs: u32 = 0;
+    for base in bases {
+        let mut renumber = Vec::with_capacity(base.pack_count());
+        for (id, _) in base.packs() {
+            if keep_base_pack(&id) {
+                renumber.push(n_packs);
+                n_packs += 1;
+            } else {
+                renumber.push(u32::MAX);
+            }
+        }
+        renumbers.push(renumber);
+    }
+    // New packs, minus any a base already lists (one pack in two index files).
+    let mut candidates: HashMap<Id, u64> = HashMap::new();
+    for f in files {
+        for p in &f.packs {
+            candidates.insert(p.id, p.size);
+        }
+    }
     let mut pack_index: HashMap<Id, u32> = HashMap::new();
-    let mut packs: Vec<(Id, u64)> = Vec::new();
-    if let Some(base) = base {
-        for &(id, size) in base.packs() {
-            if keep_base_pack(&id)
-                && let std::collections::hash_map::Entry::Vacant(v) = pack_index.entry(id)
-            {
-                v.insert(packs.len() as u32);
-                packs.push((id, size));
+    for (base, renumber) in bases.iter().zip(&renumbers) {
+        for ((id, _), r) in base.packs().zip(renumber) {
+            if *r != u32::MAX && candidates.contains_key(&id) {
+                pack_index.insert(id, *r);
             }
         }
     }
+    let mut new_packs: Vec<(Id, u64)> = Vec::new();
     for f in files {
         for p in &f.packs {
             if let std::collections::hash_map::Entry::Vacant(v) = pack_index.entry(p.id) {
-                v.insert(packs.len() as u32);
-                packs.push((p.id, p.size));
+                v.insert(n_packs + new_packs.len() as u32);
+                new_packs.push((p.id, p.size));
             }
         }
     }
 
     let mut runs: Vec<Box<dyn Run + '_>> = Vec::new();
-    if let Some(base) = base {
+    for (base, renumber) in bases.iter().zip(&renumbers) {
         let mut r = TableRun {
             table: base,
             pos: 0,
-            keep: keep_base_pack,
+            renumber,
         };
         r.skip_dropped();
         runs.push(Box::new(r));
     }
     for f in files {
-        runs.push(Box::new(file_run(f)));
+        runs.push(Box::new(file_run(f, &pack_index)));
     }
 
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -411,14 +449,14 @@ pub fn build_table(
     // are written once.
     let mut heap = BinaryHeap::new();
     for (i, r) in runs.iter().enumerate() {
-        if let Some((id, pack, _)) = r.peek() {
+        if let Some((id, pack, _, _)) = r.peek() {
             heap.push(std::cmp::Reverse((id, pack, i)));
         }
     }
     while let Some(std::cmp::Reverse((id, pack, i))) = heap.pop() {
-        let (_, _, loc) = runs[i].peek().unwrap();
+        let (_, _, dest, loc) = runs[i].peek().unwrap();
         runs[i].advance();
-        if let Some((nid, npack, _)) = runs[i].peek() {
+        if let Some((nid, npack, _, _)) = runs[i].peek() {
             heap.push(std::cmp::Reverse((nid, npack, i)));
         }
         if last == Some((id, pack)) {
@@ -426,7 +464,7 @@ pub fn build_table(
         }
         last = Some((id, pack));
         w.write_all(&id.0)?;
-        w.write_all(&pack_index[&pack].to_le_bytes())?;
+        w.write_all(&dest.to_le_bytes())?;
         w.write_all(&loc.offset.to_le_bytes())?;
         w.write_all(&loc.length.to_le_bytes())?;
         w.write_all(&loc.raw.to_le_bytes())?;
@@ -434,10 +472,19 @@ pub fn build_table(
         fanout[bucket + 1] += 1;
         n += 1;
     }
-    for (id, size) in &packs {
+    for (base, renumber) in bases.iter().zip(&renumbers) {
+        for ((id, size), r) in base.packs().zip(renumber) {
+            if *r != u32::MAX {
+                w.write_all(&id.0)?;
+                w.write_all(&size.to_le_bytes())?;
+            }
+        }
+    }
+    for (id, size) in &new_packs {
         w.write_all(&id.0)?;
         w.write_all(&size.to_le_bytes())?;
     }
+    let total_packs = n_packs as u64 + new_packs.len() as u64;
     for i in 1..=FANOUT {
         fanout[i] += fanout[i - 1];
     }
@@ -447,7 +494,7 @@ pub fn build_table(
     let mut header = Vec::with_capacity(TABLE_HEADER);
     header.extend_from_slice(TABLE_MAGIC);
     header.extend_from_slice(&n.to_le_bytes());
-    header.extend_from_slice(&(packs.len() as u64).to_le_bytes());
+    header.extend_from_slice(&total_packs.to_le_bytes());
     for f in &fanout {
         header.extend_from_slice(&f.to_le_bytes());
     }
@@ -527,11 +574,11 @@ mod tests {
             }],
         };
         let p1 = dir.path().join("t1");
-        build_table(&p1, None, &|_| true, std::slice::from_ref(&f1)).unwrap();
+        build_table(&p1, &[], &|_| true, std::slice::from_ref(&f1)).unwrap();
         let t1 = IndexTable::open(&p1, BTreeSet::new()).unwrap();
         assert_eq!(t1.len(), 3000);
         let p2 = dir.path().join("t2");
-        build_table(&p2, Some(&t1), &|_| true, std::slice::from_ref(&f2)).unwrap();
+        build_table(&p2, &[&t1], &|_| true, std::slice::from_ref(&f2)).unwrap();
         let t2 = IndexTable::open(&p2, BTreeSet::new()).unwrap();
         assert_eq!(t2.len(), 6000);
         assert_eq!(t2.lookup(&ids[0]).len(), 1);
@@ -540,7 +587,7 @@ mod tests {
         assert!(t2.lookup(&Id::random()).is_empty());
         // Dropping a pack while merging.
         let p3 = dir.path().join("t3");
-        build_table(&p3, Some(&t2), &|p| *p != pack_a, &[]).unwrap();
+        build_table(&p3, &[&t2], &|p| *p != pack_a, &[]).unwrap();
         let t3 = IndexTable::open(&p3, BTreeSet::new()).unwrap();
         assert_eq!(t3.len(), 3000);
         assert!(t3.lookup(&ids[0]).is_empty());

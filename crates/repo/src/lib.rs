@@ -23,6 +23,7 @@ pub mod index;
 pub mod pack;
 pub mod prune;
 pub mod repository;
+pub mod scale;
 pub mod snapshot;
 pub mod stats;
 pub mod writer;

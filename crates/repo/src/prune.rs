@@ -255,7 +255,7 @@ impl Repository {
         }
 
         // Orphans: packs listed at the start that no index names, when no backup runs.
-        let indexed: HashSet<Id> = table.packs().iter().map(|(id, _)| *id).collect();
+        let indexed: HashSet<Id> = table.packs().map(|(id, _)| id).collect();
         let orphans: Vec<Id> = if starts.is_empty() {
             listed_packs
                 .keys()
@@ -269,7 +269,7 @@ impl Repository {
         if !deletable.is_empty() {
             // Rewrite the index without the deleted packs, superseding every current file.
             let mut packs: HashMap<Id, PackRecord> = HashMap::new();
-            let sizes: HashMap<Id, u64> = table.packs().iter().copied().collect();
+            let sizes: HashMap<Id, u64> = table.packs().collect();
             for (id, loc) in table.iter() {
                 if deletable.contains(&loc.pack) {
                     continue;

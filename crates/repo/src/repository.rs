@@ -288,61 +288,96 @@ impl Repository {
         } else {
             base
         };
-        let new_ids: Vec<Id> = current.difference(&base.sources).copied().collect();
-        let mut files = Vec::new();
-        for chunk in new_ids.chunks(16) {
-            let loaded: Vec<(Id, IndexFile)> = futures::stream::iter(chunk.iter().copied())
-                .map(|id| async move { Ok::<_, Error>((id, self.load_index_file(&id).await?)) })
-                .buffer_unordered(8)
-                .try_collect()
-                .await?;
-            files.extend(loaded);
-        }
-        let superseded: BTreeSet<Id> = files
+        // Merge the new index files into the cached table (or, when files it holds were
+        // removed, everything from scratch), a bounded batch at a time.
+        let base_usable = base.sources.is_subset(&current);
+        let (start, ids): (Option<&IndexTable>, Vec<Id>) = if base_usable {
+            (
+                Some(&*base),
+                current.difference(&base.sources).copied().collect(),
+            )
+        } else {
+            (None, current.iter().copied().collect())
+        };
+        let (mut table, superseded) = self.merge_index_files(start, &ids).await?;
+        let merged_superseded = superseded
             .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        let base_stale = base
-            .sources
-            .iter()
-            .any(|s| !current.contains(s) || superseded.contains(s));
-        let (base, files): (Option<&IndexTable>, Vec<(Id, IndexFile)>) = if base_stale {
-            // Index files were replaced by prune: rebuild from all current files.
-            let mut all = Vec::new();
-            let ids: Vec<Id> = current
+            .any(|s| ids.contains(s) || start.is_some_and(|b| b.sources.contains(s)));
+        if merged_superseded {
+            // Prune replaced index files that are merged in: rebuild without them.
+            if let Some(p) = &table.path {
+                let _ = std::fs::remove_file(p);
+            }
+            let keep: Vec<Id> = current
                 .iter()
                 .copied()
                 .filter(|i| !superseded.contains(i))
                 .collect();
-            for id in ids {
-                if let Some(pos) = files.iter().position(|(i, _)| *i == id) {
-                    all.push(files.swap_remove(pos));
-                } else {
-                    all.push((id, self.load_index_file(&id).await?));
-                }
-            }
-            (None, all)
-        } else {
-            (
-                Some(&*base),
-                files
-                    .into_iter()
-                    .filter(|(i, _)| !superseded.contains(i))
-                    .collect(),
-            )
-        };
-        let sources: BTreeSet<Id> = current.clone();
-        let table = self.build_cached_table(base, &files, sources)?;
+            table = self.merge_index_files(None, &keep).await?.0;
+        }
+        let table = self.publish_table(table, current)?;
         *self.inner.index.write().unwrap() = Arc::new(table);
         Ok(())
     }
 
-    fn build_cached_table(
+    /// Merges index files into `base` (or into nothing) with memory bounded however large
+    /// the repository: files are loaded `MERGE_BATCH_ENTRIES` entries at a time; each full
+    /// batch is written out as a sorted run (a small table), and one final pass merges
+    /// the base, the runs and the last batch through their mappings (an external merge
+    /// sort, linear in the index size). Returns the table (at a private path in the cache)
+    /// and every index file id that the merged files supersede.
+    async fn merge_index_files(
         &self,
         base: Option<&IndexTable>,
-        files: &[(Id, IndexFile)],
-        sources: BTreeSet<Id>,
-    ) -> Result<IndexTable> {
+        ids: &[Id],
+    ) -> Result<(IndexTable, BTreeSet<Id>)> {
+        const MERGE_BATCH_ENTRIES: usize = 200_000;
+        let dir = &self.inner.cache_dir;
+        let private = format!("{}.{}", std::process::id(), Id::random().short());
+        let mut superseded = BTreeSet::new();
+        let mut runs: Vec<IndexTable> = Vec::new();
+        let mut loads = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { self.load_index_file(&id).await })
+            .buffered(4);
+        let mut batch: Vec<IndexFile> = Vec::new();
+        let mut batch_entries = 0usize;
+        let result = async {
+            while let Some(file) = loads.next().await {
+                let file = file?;
+                superseded.extend(file.supersedes.iter().copied());
+                batch_entries += file.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+                batch.push(file);
+                if batch_entries >= MERGE_BATCH_ENTRIES {
+                    let out = dir.join(format!("merge-{private}.run{}", runs.len()));
+                    index::build_table(&out, &[], &|_| true, &batch)
+                        .map_err(|e| index::cache_error(&out, e))?;
+                    runs.push(
+                        IndexTable::open(&out, BTreeSet::new())
+                            .map_err(|e| index::cache_error(&out, e))?,
+                    );
+                    batch.clear();
+                    batch_entries = 0;
+                }
+            }
+            let out = dir.join(format!("merge-{private}.table"));
+            let mut bases: Vec<&IndexTable> = base.into_iter().collect();
+            bases.extend(runs.iter());
+            index::build_table(&out, &bases, &|_| true, &batch)
+                .map_err(|e| index::cache_error(&out, e))?;
+            IndexTable::open(&out, BTreeSet::new()).map_err(|e| index::cache_error(&out, e))
+        }
+        .await;
+        for r in &runs {
+            if let Some(p) = &r.path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok((result?, superseded))
+    }
+
+    /// Moves a merged table to its shared name in the cache and records it as current
+    /// for the next process.
+    fn publish_table(&self, mut table: IndexTable, sources: BTreeSet<Id>) -> Result<IndexTable> {
         let dir = &self.inner.cache_dir;
         let mut name_hasher = blake3::Hasher::new();
         for s in &sources {
@@ -351,51 +386,33 @@ impl Repository {
         let name = format!("table-{}", &name_hasher.finalize().to_hex()[..32]);
         let path = dir.join(&name);
         let err = |e| index::cache_error(&path, e);
-        // Merge in batches so memory stays bounded however many index files are new.
-        let mut current: Option<IndexTable> = None;
-        let only: Vec<IndexFile> = Vec::new();
-        // Intermediate tables are private to this build: other processes (or repository
-        // handles) may merge the same files at the same time.
-        let private = format!("{}.{}", std::process::id(), Id::random().short());
-        let batches: Vec<&[(Id, IndexFile)]> = if files.is_empty() {
-            vec![&[]]
-        } else {
-            files.chunks(32).collect()
-        };
-        for (i, batch) in batches.iter().enumerate() {
-            let batch_files: Vec<IndexFile> = batch.iter().map(|(_, f)| f.clone()).collect();
-            let out = if i + 1 == batches.len() {
-                path.clone()
-            } else {
-                dir.join(format!("{name}.part{i}.{private}"))
-            };
-            let prev = current.as_ref().or(if i == 0 { base } else { None });
-            index::build_table(
-                &out,
-                prev,
-                &|_| true,
-                if batch_files.is_empty() {
-                    &only
-                } else {
-                    &batch_files
-                },
-            )
-            .map_err(err)?;
-            if let Some(old) = current.take()
-                && let Some(p) = &old.path
-            {
-                let _ = std::fs::remove_file(p);
-            }
-            current = Some(IndexTable::open(&out, BTreeSet::new()).map_err(err)?);
-        }
-        let mut table = current.unwrap();
+        let from = table.path.clone().expect("merged tables are files");
+        // The mapping stays valid across the rename (and if another process later removes
+        // the file), so the table is not reopened.
+        std::fs::rename(&from, &path).map_err(err)?;
+        table.path = Some(path.clone());
         table.sources = sources.clone();
-        // Record which index files the table holds, for the next process.
         let listing: Vec<String> = sources.iter().map(|s| s.to_hex()).collect();
         let pointer = dir.join("current");
         let tmp = dir.join(format!("current.tmp{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&(name, listing)).unwrap()).map_err(err)?;
+        std::fs::write(&tmp, serde_json::to_vec(&(&name, listing)).unwrap()).map_err(err)?;
         std::fs::rename(&tmp, &pointer).map_err(err)?;
+        // Older tables are dead weight (as large as the index); processes still using one
+        // keep their mapping. Merge files of crashed processes go after an hour.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let file = e.file_name();
+                let file = file.to_string_lossy();
+                let stale_table = file.starts_with("table-") && file != name.as_str();
+                let old_merge = file.starts_with("merge-")
+                    && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
+                        t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(3600)
+                    });
+                if stale_table || old_merge {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(table)
     }
 
@@ -418,8 +435,10 @@ impl Repository {
         IndexFile::decode(&plain).map_err(|r| Error::corrupt(&path, r))
     }
 
-    /// Writes an index file; returns its id.
-    pub(crate) async fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
+    /// Writes an index file as given; returns its id. Backups never need this (their
+    /// writer indexes the packs it stores); it is for tools that build index files
+    /// themselves: repair, and the synthetic scale tests of the index.
+    pub async fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
         let sealed = seal_object(&self.inner.keys, b"index", &file.encode());
         let id = Id::of_content(&sealed);
         self.inner

@@ -30,8 +30,8 @@ impl Repository {
         self.reload_index().await?;
         let table = self.index();
         let mut s = RepoStats {
-            packs: table.packs().len(),
-            pack_bytes: table.packs().iter().map(|(_, size)| size).sum(),
+            packs: table.pack_count(),
+            pack_bytes: table.packs().map(|(_, size)| size).sum(),
             ..Default::default()
         };
         let mut seen = HashSet::new();
