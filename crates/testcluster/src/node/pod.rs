@@ -152,7 +152,7 @@ impl PodRuntime {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut ctrs = Vec::new();
         let waiting = || CState::Waiting {
-            reason: "ContainerCreating".into(),
+            reason: default_waiting_reason(&spec).into(),
             message: String::new(),
         };
         for c in spec.init_containers.iter().flatten() {
@@ -410,6 +410,16 @@ impl Ctr {
     }
 }
 
+/// What a kubelet reports for containers that have not started: `PodInitializing` in a
+/// pod with init containers, else `ContainerCreating`.
+fn default_waiting_reason(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    }
+}
+
 /// Is this image Coffer's own (`coffer`, `*/coffer`, any tag or digest)?
 pub fn is_coffer_image(image: &str) -> bool {
     let no_digest = image.split('@').next().unwrap_or(image);
@@ -463,7 +473,7 @@ pub async fn run_pod(node: Arc<Node>, rt: Arc<PodRuntime>, pod: Pod) {
                     let mut ctrs = rt.ctrs.lock().unwrap();
                     for c in ctrs.iter_mut() {
                         c.state = CState::Waiting {
-                            reason: "ContainerCreating".into(),
+                            reason: default_waiting_reason(&spec).into(),
                             message: msg.clone(),
                         };
                     }
@@ -1136,7 +1146,7 @@ async fn prepare_volumes(
                         t.expiration_seconds,
                     )
                     .await?;
-                    files.insert(t.path.clone(), token.into_bytes());
+                    files.insert(t.path.clone(), (token.into_bytes(), None));
                 }
                 if let Some(cm) = &src.config_map {
                     // This API server (OpenShift's tree) also projects openshift-service-ca.crt,
@@ -1212,38 +1222,70 @@ async fn request_token(
     Ok(tr.status.map(|s| s.token).unwrap_or_default())
 }
 
+/// Files of a volume: relative path -> (contents, mode of this file if the item sets one).
+type Files = BTreeMap<String, (Vec<u8>, Option<i32>)>;
+
+/// Every key as a file of its name, or only the listed keys at their paths and modes
+/// (a listed key that is missing is an error unless the source is optional).
 fn select_items(
     data: BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
-) -> Result<BTreeMap<String, Vec<u8>>> {
+    optional: bool,
+) -> Result<Files> {
     match items {
-        None => Ok(data),
+        None => Ok(data.into_iter().map(|(k, v)| (k, (v, None))).collect()),
         Some(items) => {
             let mut out = BTreeMap::new();
             for it in items {
-                let v = data
-                    .get(&it.key)
-                    .ok_or_else(|| anyhow!("key {} not found", it.key))?;
-                out.insert(it.path.clone(), v.clone());
+                match data.get(&it.key) {
+                    Some(v) => {
+                        out.insert(it.path.clone(), (v.clone(), it.mode));
+                    }
+                    None if optional => {}
+                    None => bail!("key {} not found", it.key),
+                }
             }
             Ok(out)
         }
     }
 }
 
-async fn config_map_files(
+/// A ConfigMap or Secret that a volume or env refers to; None if missing and optional.
+async fn get_source<K>(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    items: Option<&[KeyToPath]>,
     optional: bool,
+) -> Result<Option<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await? {
+        Some(o) => Ok(Some(o)),
+        None if optional => Ok(None),
+        None => bail!(
+            "{} \"{name}\" not found",
+            K::kind(&Default::default()).to_lowercase()
+        ),
+    }
+}
+
+/// A ConfigMap's `data` (what env refers to) and, with `binary`, its `binaryData`
+/// (volumes hold both).
+async fn config_map_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+    binary: bool,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let Some(cm) = api.get_opt(name).await? else {
-        if optional {
-            return Ok(BTreeMap::new());
-        }
-        bail!("configmap \"{name}\" not found");
+    let Some(cm) = get_source::<ConfigMap>(client, ns, name, optional).await? else {
+        return Ok(BTreeMap::new());
     };
     let mut data: BTreeMap<String, Vec<u8>> = cm
         .data
@@ -1251,28 +1293,25 @@ async fn config_map_files(
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    data.extend(
-        cm.binary_data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0)),
-    );
-    select_items(data, items).with_context(|| format!("configmap {name}"))
+    if binary {
+        data.extend(
+            cm.binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+    }
+    Ok(data)
 }
 
-async fn secret_files(
+async fn secret_data(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    items: Option<&[KeyToPath]>,
     optional: bool,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let Some(s) = api.get_opt(name).await? else {
-        if optional {
-            return Ok(BTreeMap::new());
-        }
-        bail!("secret \"{name}\" not found");
+    let Some(s) = get_source::<Secret>(client, ns, name, optional).await? else {
+        return Ok(BTreeMap::new());
     };
     let mut data: BTreeMap<String, Vec<u8>> = s
         .data
@@ -1286,13 +1325,35 @@ async fn secret_files(
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes())),
     );
-    select_items(data, items).with_context(|| format!("secret {name}"))
+    Ok(data)
+}
+
+async fn config_map_files(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<Files> {
+    let data = config_map_data(client, ns, name, optional, true).await?;
+    select_items(data, items, optional).with_context(|| format!("configmap {name}"))
+}
+
+async fn secret_files(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<Files> {
+    let data = secret_data(client, ns, name, optional).await?;
+    select_items(data, items, optional).with_context(|| format!("secret {name}"))
 }
 
 fn downward_files(
     pod: &Pod,
     items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
-) -> Result<BTreeMap<String, Vec<u8>>> {
+) -> Result<Files> {
     let mut out = BTreeMap::new();
     for it in items {
         let value = if let Some(f) = &it.field_ref {
@@ -1302,7 +1363,7 @@ fn downward_files(
         } else {
             String::new()
         };
-        out.insert(it.path.clone(), value.into_bytes());
+        out.insert(it.path.clone(), (value.into_bytes(), it.mode));
     }
     Ok(out)
 }
@@ -1351,10 +1412,12 @@ fn field_value(pod: &Pod, path: &str) -> Result<String> {
     })
 }
 
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: Option<i32>) -> Result<()> {
+/// Writes a volume's files; each file gets its item's mode, else the volume's
+/// defaultMode, else 0644.
+fn write_files(dir: &Path, files: &Files, default_mode: Option<i32>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
-    for (rel, data) in files {
+    for (rel, (data, mode)) in files {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)?;
@@ -1362,7 +1425,7 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: Option<i32>)
         std::fs::write(&p, data)?;
         std::fs::set_permissions(
             &p,
-            std::fs::Permissions::from_mode(mode.unwrap_or(0o644) as u32),
+            std::fs::Permissions::from_mode(mode.or(default_mode).unwrap_or(0o644) as u32),
         )?;
     }
     Ok(())
@@ -1436,49 +1499,37 @@ async fn build_launch(
     };
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
+        let mut data = BTreeMap::new();
         if let Some(r) = &from.config_map_ref {
-            for (k, v) in
-                config_map_files(&client, ns, &r.name, None, r.optional.unwrap_or(false)).await?
-            {
-                set(
-                    &mut env,
-                    &mut map,
-                    format!("{prefix}{k}"),
-                    String::from_utf8_lossy(&v).into(),
-                );
-            }
+            let optional = r.optional.unwrap_or(false);
+            data.extend(config_map_data(&client, ns, &r.name, optional, false).await?);
         }
         if let Some(r) = &from.secret_ref {
-            for (k, v) in
-                secret_files(&client, ns, &r.name, None, r.optional.unwrap_or(false)).await?
-            {
-                set(
-                    &mut env,
-                    &mut map,
-                    format!("{prefix}{k}"),
-                    String::from_utf8_lossy(&v).into(),
-                );
-            }
+            data.extend(secret_data(&client, ns, &r.name, r.optional.unwrap_or(false)).await?);
+        }
+        for (k, v) in data {
+            let v = String::from_utf8_lossy(&v).into();
+            set(&mut env, &mut map, format!("{prefix}{k}"), v);
         }
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(vf) = &e.value_from {
-            if let Some(r) = &vf.config_map_key_ref {
-                let files =
-                    config_map_files(&client, ns, &r.name, None, r.optional.unwrap_or(false))
-                        .await?;
-                match files.get(&r.key) {
-                    Some(v) => String::from_utf8_lossy(v).into(),
-                    None if r.optional.unwrap_or(false) => continue,
-                    None => bail!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name),
-                }
+            let keyed = if let Some(r) = &vf.config_map_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                let files = config_map_data(&client, ns, &r.name, optional, false).await?;
+                Some(("ConfigMap", &r.name, &r.key, optional, files))
             } else if let Some(r) = &vf.secret_key_ref {
-                let files =
-                    secret_files(&client, ns, &r.name, None, r.optional.unwrap_or(false)).await?;
-                match files.get(&r.key) {
+                let optional = r.optional.unwrap_or(false);
+                let files = secret_data(&client, ns, &r.name, optional).await?;
+                Some(("Secret", &r.name, &r.key, optional, files))
+            } else {
+                None
+            };
+            if let Some((kind, name, key, optional, files)) = keyed {
+                match files.get(key) {
                     Some(v) => String::from_utf8_lossy(v).into(),
-                    None if r.optional.unwrap_or(false) => continue,
-                    None => bail!("couldn't find key {} in Secret {ns}/{}", r.key, r.name),
+                    None if optional => continue,
+                    None => bail!("couldn't find key {key} in {kind} {ns}/{name}"),
                 }
             } else if let Some(f) = &vf.field_ref {
                 field_value(pod, &f.field_path)?
