@@ -111,6 +111,13 @@ async fn pod_with_pvc_exec_logs_exit_codes_and_deletion() {
     .unwrap();
     let pod = wait_phase(&pods, "fails", &["Failed"], 60).await;
     let cs = &pod.status.unwrap().container_statuses.unwrap()[0];
+    // Not restarted: no lastState, as a kubelet reports it.
+    assert!(
+        cs.last_state
+            .as_ref()
+            .is_none_or(|l| l.terminated.is_none()),
+        "{cs:?}"
+    );
     assert_eq!(
         cs.state
             .as_ref()
