@@ -52,6 +52,17 @@ async fn wait_ready(api: &Api<DynamicObject>, name: &str) -> DynamicObject {
     );
 }
 
+/// The VolumeSnapshotContent a ready VolumeSnapshot is bound to, and its snapshot handle.
+async fn bound_content(contents: &Api<DynamicObject>, vs: &DynamicObject) -> (String, String) {
+    let name = vs.data["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let content = contents.get(&name).await.unwrap();
+    let handle = content.data["status"]["snapshotHandle"].as_str().unwrap();
+    (name, handle.to_string())
+}
+
 async fn wait_bound(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> PersistentVolumeClaim {
     for _ in 0..300 {
         let p = pvcs.get(name).await.unwrap();
@@ -144,20 +155,8 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
     })))
     .await
     .unwrap();
-    pods.create(
-        &PostParams::default(),
-        &obj(json!({
-            "metadata": {"name": "reader"},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
-                "command": ["cat", "/r/file"], "volumeMounts": [{"name": "r", "mountPath": "/r"}]}],
-                "volumes": [{"name": "r", "persistentVolumeClaim": {"claimName": "restored"}}]},
-        })),
-    )
-    .await
-    .unwrap();
-    wait_phase(&pods, "reader", &["Succeeded"], 60).await;
     assert_eq!(
-        pods.logs("reader", &Default::default()).await.unwrap(),
+        common::pod_output(&pods, "reader", "restored", &["cat", "/data/file"]).await,
         "base\n"
     );
 
@@ -188,16 +187,8 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
     let mut values = std::collections::HashMap::new();
     for m in &members {
         let m = wait_ready(&snaps, m.metadata.name.as_deref().unwrap()).await;
-        let content = contents
-            .get(
-                m.data["status"]["boundVolumeSnapshotContentName"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let handle = content.data["status"]["snapshotHandle"].as_str().unwrap();
-        let meta = cluster.storage().snapshot_meta(handle).unwrap();
+        let (_, handle) = bound_content(&contents, &m).await;
+        let meta = cluster.storage().snapshot_meta(&handle).unwrap();
         let n: u64 = std::fs::read_to_string(cluster.storage().snapshot_data(&meta).join("n"))
             .unwrap()
             .trim()
@@ -229,18 +220,7 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
         wait_ready(&snaps, name).await;
     }
     let base = snaps.get("blk-1").await.unwrap();
-    let base_content = contents
-        .get(
-            base.data["status"]["boundVolumeSnapshotContentName"]
-                .as_str()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let base_handle = base_content.data["status"]["snapshotHandle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (base_content, base_handle) = bound_content(&contents, &base).await;
 
     // A ServiceAccount allowed to get VolumeSnapshots, with an audience-scoped token.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
@@ -362,24 +342,14 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
         .unwrap();
     for _ in 0..100 {
         if snaps.get_opt("blk-1").await.unwrap().is_none()
-            && contents
-                .get_opt(base_content.metadata.name.as_deref().unwrap())
-                .await
-                .unwrap()
-                .is_none()
+            && contents.get_opt(&base_content).await.unwrap().is_none()
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(snaps.get_opt("blk-1").await.unwrap().is_none());
-    assert!(
-        contents
-            .get_opt(base_content.metadata.name.as_deref().unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(contents.get_opt(&base_content).await.unwrap().is_none());
     assert!(!cluster.storage().snapshot_data(&meta).exists());
     let _ = content_name;
     cluster.stop().await;
@@ -399,6 +369,33 @@ where
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A ReadWriteOnce PVC of the default class with `extra` fields in its spec.
+fn pvc(name: &str, size: &str, extra: serde_json::Value) -> PersistentVolumeClaim {
+    let mut spec =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    obj(json!({"metadata": {"name": name}, "spec": spec}))
+}
+
+/// Creates PVC `name` from the VolumeSnapshot `snap`, named in `field` (dataSource or
+/// dataSourceRef), and returns its data.txt once it is bound.
+async fn restored_data(
+    st: &coffer_testcluster::storage::Storage,
+    api: &Api<PersistentVolumeClaim>,
+    name: &str,
+    field: &str,
+    snap: &str,
+) -> String {
+    let source = json!({field: {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap}});
+    api.create(&PostParams::default(), &pvc(name, "16Mi", source))
+        .await
+        .unwrap();
+    let bound = wait_bound(api, name).await;
+    std::fs::read_to_string(st.volume_path(&pv_of(&bound), false).join("data.txt")).unwrap()
 }
 
 fn pv_of(pvc: &PersistentVolumeClaim) -> String {
@@ -443,14 +440,6 @@ async fn populator_clone_static_snapshot_and_expansion() {
 
     // A source PVC with data, a Block PVC, and a PVC for a volume populator: its
     // dataSourceRef names a kind the provisioner does not know (KEP-1495).
-    let pvc = |name: &str, size: &str, extra: serde_json::Value| {
-        let mut spec =
-            json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}});
-        spec.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        obj::<PersistentVolumeClaim>(json!({"metadata": {"name": name}, "spec": spec}))
-    };
     pvcs.create(&pp, &pvc("src", "16Mi", json!({})))
         .await
         .unwrap();
@@ -517,34 +506,15 @@ async fn populator_clone_static_snapshot_and_expansion() {
     .unwrap();
     let kept = wait_ready(&snaps, "kept").await;
     std::fs::write(src_dir.join("data.txt"), "changed after the snapshot\n").unwrap();
-    pvcs.create(
-        &pp,
-        &pvc(
-            "from-ref",
-            "16Mi",
-            json!({"dataSourceRef": {
-        "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "kept"}}),
-        ),
-    )
-    .await
-    .unwrap();
-    let from_ref = wait_bound(&pvcs, "from-ref").await;
     assert_eq!(
-        std::fs::read_to_string(st.volume_path(&pv_of(&from_ref), false).join("data.txt")).unwrap(),
+        restored_data(st, &pvcs, "from-ref", "dataSourceRef", "kept").await,
         "original data\n"
     );
 
     // Static binding: the VolumeSnapshot goes, its content and data stay (Retain); the
     // content goes too, the data stays. An admin then pre-provisions a content for that
     // snapshot handle and a VolumeSnapshot in another namespace binds to it.
-    let content_name = kept.data["status"]["boundVolumeSnapshotContentName"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let handle = contents.get(&content_name).await.unwrap().data["status"]["snapshotHandle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (content_name, handle) = bound_content(&contents, &kept).await;
     snaps
         .delete("kept", &DeleteParams::default())
         .await
@@ -603,22 +573,8 @@ async fn populator_clone_static_snapshot_and_expansion() {
         stat.metadata.uid.as_deref()
     );
     let other_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "elsewhere");
-    other_pvcs
-        .create(
-            &pp,
-            &pvc(
-                "from-static",
-                "16Mi",
-                json!({"dataSource": {
-            "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "static"}}),
-            ),
-        )
-        .await
-        .unwrap();
-    let from_static = wait_bound(&other_pvcs, "from-static").await;
     assert_eq!(
-        std::fs::read_to_string(st.volume_path(&pv_of(&from_static), false).join("data.txt"))
-            .unwrap(),
+        restored_data(st, &other_pvcs, "from-static", "dataSource", "static").await,
         "original data\n"
     );
     // Its deletion policy is Delete: deleting the VolumeSnapshot removes content and data.
@@ -681,17 +637,8 @@ async fn populator_clone_static_snapshot_and_expansion() {
         .await
         .unwrap();
     // The user's pod sees the populated data; the PV survived the prime PVC.
-    pods.create(&pp, &obj(json!({
-        "metadata": {"name": "user"},
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
-            "command": ["cat", "/data/seed.txt"], "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
-            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "populated"}}]},
-    })))
-    .await
-    .unwrap();
-    wait_phase(&pods, "user", &["Succeeded"], 60).await;
     assert_eq!(
-        pods.logs("user", &Default::default()).await.unwrap(),
+        common::pod_output(&pods, "user", "populated", &["cat", "/data/seed.txt"]).await,
         "seeded by populator\n"
     );
     assert_eq!(

@@ -99,3 +99,17 @@ pub async fn kubectl_until(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Runs a pod with the PVC `claim` at /data that runs `command` (restartPolicy Never)
+/// until it succeeds, and returns its logs.
+pub async fn pod_output(api: &Api<Pod>, name: &str, claim: &str, command: &[&str]) -> String {
+    let pod = obj(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
+            "command": command, "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]},
+    }));
+    api.create(&Default::default(), &pod).await.unwrap();
+    wait_phase(api, name, &["Succeeded"], 60).await;
+    api.logs(name, &Default::default()).await.unwrap()
+}
