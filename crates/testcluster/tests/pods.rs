@@ -456,6 +456,39 @@ async fn init_containers_restarts_and_kubectl_logs_previous_tail() {
     );
     assert!(ok, "{err}");
     assert_eq!(order, "first\nsecond\nmain\nmain\n");
+    // kubectl exec -i: stdin reaches the command and its end closes it.
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args([
+            "exec",
+            "-i",
+            "inits",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo done >&2",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "THROUGH STDIN\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "done\n");
     let st = pods.get("inits").await.unwrap().status.unwrap();
     for s in st.init_container_statuses.as_ref().unwrap() {
         let t = s.state.as_ref().unwrap().terminated.as_ref().unwrap();
