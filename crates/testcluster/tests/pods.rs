@@ -212,7 +212,7 @@ async fn configmap_secret_downward_and_projected_volumes_and_env() {
     use k8s_openapi::api::authentication::v1::TokenReview;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
-    let (_dir, cluster) = common::start().await;
+    let (dir, cluster) = common::start().await;
     let client = cluster.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
@@ -237,6 +237,7 @@ async fn configmap_secret_downward_and_projected_volumes_and_env() {
         )
         .await
         .unwrap();
+    let host_dir = dir.path().join("host-path");
     let script = r#"
 for f in $(find /cm /sec /dapi /proj /opt-cm -type f -o -type l | sort); do
   echo "FILE $f $(stat -L -c %a $f) $(base64 -w0 < $f)"
@@ -248,6 +249,11 @@ echo "ENV CM_greeting=$CM_greeting"
 echo "ENV SEC_user=$SEC_user"
 echo "ENV COMBINED=$COMBINED"
 echo "ENV MISSING=${MISSING-unset}"
+echo "MISC pwd=$(pwd)"
+echo from-pod > /hp/from-pod && echo "MISC hostPath written"
+if echo x > /hp-ro/denied 2>/dev/null; then echo "MISC readOnly writable"; else echo "MISC readOnly refused"; fi
+echo in-sub > /sub/file && echo "MISC subPath written"
+echo "MISC ephemeral $(cat /eph/sub/file)"
 "#;
     pods.create(&pp, &obj(json!({
         "metadata": {"name": "cfg", "labels": {"app": "web", "tier": "front"}, "annotations": {"note": "n1"}},
@@ -266,12 +272,18 @@ echo "ENV MISSING=${MISSING-unset}"
             ],
             "envFrom": [{"prefix": "CM_", "configMapRef": {"name": "app-config"}},
                         {"prefix": "SEC_", "secretRef": {"name": "app-secret"}}],
+            "workingDir": "/wdir/inner",
             "volumeMounts": [
+                {"name": "hp", "mountPath": "/hp"}, {"name": "hp", "mountPath": "/hp-ro", "readOnly": true},
+                {"name": "eph", "mountPath": "/eph"}, {"name": "eph", "mountPath": "/sub", "subPath": "sub"},
                 {"name": "cm", "mountPath": "/cm"}, {"name": "sec", "mountPath": "/sec"},
                 {"name": "dapi", "mountPath": "/dapi"}, {"name": "proj", "mountPath": "/proj"},
                 {"name": "opt-cm", "mountPath": "/opt-cm"},
             ]}],
             "volumes": [
+                {"name": "hp", "hostPath": {"path": host_dir.to_str().unwrap(), "type": "DirectoryOrCreate"}},
+                {"name": "eph", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "8Mi"}}}}}},
                 {"name": "cm", "configMap": {"name": "app-config", "defaultMode": 0o440,
                     "items": [{"key": "a.txt", "path": "conf/a.txt"}, {"key": "bin", "path": "bin", "mode": 0o600}]}},
                 {"name": "sec", "secret": {"secretName": "app-secret", "defaultMode": 0o400}},
@@ -374,6 +386,38 @@ echo "ENV MISSING=${MISSING-unset}"
             "MISSING=unset",
         ],
         "{logs}"
+    );
+    // workingDir, hostPath (created), a readOnly mount, subPath and a generic ephemeral
+    // volume (its PVC made by the real ephemeral-volume controller).
+    let misc: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("MISC "))
+        .collect();
+    assert_eq!(
+        misc,
+        [
+            "pwd=/wdir/inner",
+            "hostPath written",
+            "readOnly refused",
+            "subPath written",
+            "ephemeral in-sub",
+        ],
+        "{logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("from-pod")).unwrap(),
+        "from-pod\n"
+    );
+    let eph = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
+        .get("cfg-eph")
+        .await
+        .unwrap();
+    let eph_dir = cluster
+        .storage()
+        .volume_path(&eph.spec.unwrap().volume_name.unwrap(), false);
+    assert_eq!(
+        std::fs::read_to_string(eph_dir.join("sub/file")).unwrap(),
+        "in-sub\n"
     );
     cluster.stop().await;
 }

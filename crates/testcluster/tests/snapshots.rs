@@ -685,5 +685,20 @@ async fn populator_clone_static_snapshot_and_expansion() {
         assert_eq!(pv.spec.unwrap().capacity.unwrap()["storage"].0, size);
     }
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 4 << 20);
+
+    // Reclaim policy Delete: deleting a PVC deletes its PV and the volume's data.
+    let clone_pv = pv_of(&clone);
+    pvcs.delete("clone", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("PV of a deleted PVC deleted", 30, || async {
+        pvs.get_opt(&clone_pv)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(!clone_dir.exists());
     cluster.stop().await;
 }
