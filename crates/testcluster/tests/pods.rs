@@ -129,6 +129,25 @@ async fn pod_with_pvc_exec_logs_exit_codes_and_deletion() {
         7
     );
 
+    // A command that cannot be started: StartError, exit code 128.
+    pods.create(&PostParams::default(), &obj(json!({
+        "metadata": {"name": "nocmd"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x", "command": ["/no/such/program"]}]},
+    })))
+    .await
+    .unwrap();
+    let pod = wait_phase(&pods, "nocmd", &["Failed"], 60).await;
+    let cs = &pod.status.unwrap().container_statuses.unwrap()[0];
+    let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref()),
+        (128, Some("StartError"))
+    );
+    assert!(
+        t.message.as_ref().unwrap().contains("/no/such/program"),
+        "{t:?}"
+    );
+
     // restartPolicy OnFailure with back-off: restarts until it succeeds.
     pods.create(&PostParams::default(), &obj(json!({
         "metadata": {"name": "flaky"},
