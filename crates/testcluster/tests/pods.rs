@@ -273,6 +273,7 @@ echo from-pod > /hp/from-pod && echo "MISC hostPath written"
 if echo x > /hp-ro/denied 2>/dev/null; then echo "MISC readOnly writable"; else echo "MISC readOnly refused"; fi
 echo in-sub > /sub/file && echo "MISC subPath written"
 echo "MISC ephemeral $(cat /eph/sub/file)"
+echo "MISC in-cluster $(KUBECONFIG=/dev/null kubectl get pods 2>&1 | grep -o 'User "[^"]*"')"
 "#;
     pods.create(&pp, &obj(json!({
         "metadata": {"name": "cfg", "labels": {"app": "web", "tier": "front"}, "annotations": {"note": "n1"}},
@@ -406,8 +407,9 @@ echo "MISC ephemeral $(cat /eph/sub/file)"
         ],
         "{logs}"
     );
-    // workingDir, hostPath (created), a readOnly mount, subPath and a generic ephemeral
-    // volume (its PVC made by the real ephemeral-volume controller).
+    // workingDir, hostPath (created), a readOnly mount, subPath, a generic ephemeral
+    // volume (its PVC made by the real ephemeral-volume controller), and an in-cluster
+    // client (kubectl without kubeconfig) authenticated as the pod's ServiceAccount.
     let misc: Vec<&str> = logs
         .lines()
         .filter_map(|l| l.strip_prefix("MISC "))
@@ -420,6 +422,7 @@ echo "MISC ephemeral $(cat /eph/sub/file)"
             "readOnly refused",
             "subPath written",
             "ephemeral in-sub",
+            "in-cluster User \"system:serviceaccount:default:default\"",
         ],
         "{logs}"
     );
