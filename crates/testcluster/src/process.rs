@@ -10,28 +10,46 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 
-/// Sets up the child between fork and exec: new session/process group, parent-death
-/// signal. Only async-signal-safe calls.
-pub(crate) fn isolate(cmd: &mut Command) {
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
+/// Turns a libc return value into an error (for code between fork and exec).
+pub(crate) fn check(r: libc::c_int) -> std::io::Result<()> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets up the child between fork and exec: a new session/process group and the
+/// parent-death signal, then `more` (namespaces, mounts, chroot: whatever the caller
+/// needs). Every child of the cluster is started through here.
+///
+/// # Safety
+/// `more` runs between fork and exec: it may make only async-signal-safe calls on data
+/// prepared before the fork (no allocation, no locks).
+pub(crate) unsafe fn isolate_with<F>(cmd: &mut Command, mut more: F)
+where
+    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+{
+    // SAFETY: setsid and prctl are async-signal-safe; `more` is by the caller's contract.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(
+        cmd.pre_exec(move || {
+            check(libc::setsid())?;
+            check(libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
                 0,
                 0,
                 0,
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            ))?;
+            more()
         });
     }
+}
+
+/// [`isolate_with`] with nothing more to do.
+pub(crate) fn isolate(cmd: &mut Command) {
+    // SAFETY: nothing runs after the common set-up.
+    unsafe { isolate_with(cmd, || Ok(())) }
 }
 
 /// A control-plane process with its output going to a log file.

@@ -52,6 +52,17 @@ async fn wait_ready(api: &Api<DynamicObject>, name: &str) -> DynamicObject {
     );
 }
 
+/// The VolumeSnapshotContent a ready VolumeSnapshot is bound to, and its snapshot handle.
+async fn bound_content(contents: &Api<DynamicObject>, vs: &DynamicObject) -> (String, String) {
+    let name = vs.data["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let content = contents.get(&name).await.unwrap();
+    let handle = content.data["status"]["snapshotHandle"].as_str().unwrap();
+    (name, handle.to_string())
+}
+
 async fn wait_bound(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> PersistentVolumeClaim {
     for _ in 0..300 {
         let p = pvcs.get(name).await.unwrap();
@@ -144,20 +155,8 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
     })))
     .await
     .unwrap();
-    pods.create(
-        &PostParams::default(),
-        &obj(json!({
-            "metadata": {"name": "reader"},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
-                "command": ["cat", "/r/file"], "volumeMounts": [{"name": "r", "mountPath": "/r"}]}],
-                "volumes": [{"name": "r", "persistentVolumeClaim": {"claimName": "restored"}}]},
-        })),
-    )
-    .await
-    .unwrap();
-    wait_phase(&pods, "reader", &["Succeeded"], 60).await;
     assert_eq!(
-        pods.logs("reader", &Default::default()).await.unwrap(),
+        common::pod_output(&pods, "reader", "restored", &["cat", "/data/file"]).await,
         "base\n"
     );
 
@@ -188,16 +187,8 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
     let mut values = std::collections::HashMap::new();
     for m in &members {
         let m = wait_ready(&snaps, m.metadata.name.as_deref().unwrap()).await;
-        let content = contents
-            .get(
-                m.data["status"]["boundVolumeSnapshotContentName"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let handle = content.data["status"]["snapshotHandle"].as_str().unwrap();
-        let meta = cluster.storage().snapshot_meta(handle).unwrap();
+        let (_, handle) = bound_content(&contents, &m).await;
+        let meta = cluster.storage().snapshot_meta(&handle).unwrap();
         let n: u64 = std::fs::read_to_string(cluster.storage().snapshot_data(&meta).join("n"))
             .unwrap()
             .trim()
@@ -229,18 +220,7 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
         wait_ready(&snaps, name).await;
     }
     let base = snaps.get("blk-1").await.unwrap();
-    let base_content = contents
-        .get(
-            base.data["status"]["boundVolumeSnapshotContentName"]
-                .as_str()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let base_handle = base_content.data["status"]["snapshotHandle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (base_content, base_handle) = bound_content(&contents, &base).await;
 
     // A ServiceAccount allowed to get VolumeSnapshots, with an audience-scoped token.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
@@ -362,25 +342,363 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
         .unwrap();
     for _ in 0..100 {
         if snaps.get_opt("blk-1").await.unwrap().is_none()
-            && contents
-                .get_opt(base_content.metadata.name.as_deref().unwrap())
-                .await
-                .unwrap()
-                .is_none()
+            && contents.get_opt(&base_content).await.unwrap().is_none()
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(snaps.get_opt("blk-1").await.unwrap().is_none());
-    assert!(
+    assert!(contents.get_opt(&base_content).await.unwrap().is_none());
+    assert!(!cluster.storage().snapshot_data(&meta).exists());
+    let _ = content_name;
+    cluster.stop().await;
+}
+
+/// Waits until `f` returns Some, polling every 100 ms.
+async fn until<T, F, Fut>(what: &str, secs: u64, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A ReadWriteOnce PVC of the default class with `extra` fields in its spec.
+fn pvc(name: &str, size: &str, extra: serde_json::Value) -> PersistentVolumeClaim {
+    let mut spec =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    obj(json!({"metadata": {"name": name}, "spec": spec}))
+}
+
+/// Creates PVC `name` from the VolumeSnapshot `snap`, named in `field` (dataSource or
+/// dataSourceRef), and returns its data.txt once it is bound.
+async fn restored_data(
+    st: &coffer_testcluster::storage::Storage,
+    api: &Api<PersistentVolumeClaim>,
+    name: &str,
+    field: &str,
+    snap: &str,
+) -> String {
+    let source = json!({field: {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap}});
+    api.create(&PostParams::default(), &pvc(name, "16Mi", source))
+        .await
+        .unwrap();
+    let bound = wait_bound(api, name).await;
+    std::fs::read_to_string(st.volume_path(&pv_of(&bound), false).join("data.txt")).unwrap()
+}
+
+fn pv_of(pvc: &PersistentVolumeClaim) -> String {
+    pvc.spec.as_ref().unwrap().volume_name.clone().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn populator_clone_static_snapshot_and_expansion() {
+    use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
+    use kube::api::{Patch, PatchParams};
+
+    let (_dir, cluster) = common::start().await;
+    let client = cluster.client();
+    let st = cluster.storage();
+    let pp = PostParams::default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let vs_ar = ar(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshot",
+        "volumesnapshots",
+    );
+    let snaps: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &vs_ar);
+    let contents: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ar(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshotContent",
+            "volumesnapshotcontents",
+        ),
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["populator", "elsewhere"] {
+        namespaces
+            .create(&pp, &obj(json!({"metadata": {"name": ns}})))
+            .await
+            .unwrap();
+    }
+
+    // A source PVC with data, a Block PVC, and a PVC for a volume populator: its
+    // dataSourceRef names a kind the provisioner does not know (KEP-1495).
+    pvcs.create(&pp, &pvc("src", "16Mi", json!({})))
+        .await
+        .unwrap();
+    pvcs.create(&pp, &pvc("blk", "1Mi", json!({"volumeMode": "Block"})))
+        .await
+        .unwrap();
+    let populated = pvcs
+        .create(
+            &pp,
+            &pvc(
+                "populated",
+                "8Mi",
+                json!({"dataSourceRef": {
+            "apiGroup": "populator.test.coffer.dev", "kind": "Seed", "name": "seed-1"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let src = wait_bound(&pvcs, "src").await;
+    let src_dir = st.volume_path(&pv_of(&src), false);
+    std::fs::write(src_dir.join("data.txt"), "original data\n").unwrap();
+
+    // Clone: a PVC whose dataSource is another PVC holds its data.
+    pvcs.create(
+        &pp,
+        &pvc(
+            "clone",
+            "16Mi",
+            json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "src"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let clone = wait_bound(&pvcs, "clone").await;
+    let clone_dir = st.volume_path(&pv_of(&clone), false);
+    assert_ne!(clone_dir, src_dir);
+    assert_eq!(
+        std::fs::read_to_string(clone_dir.join("data.txt")).unwrap(),
+        "original data\n"
+    );
+
+    // A snapshot with a Retain class; a PVC restored through dataSourceRef holds the data.
+    let classes: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ar(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshotClass",
+            "volumesnapshotclasses",
+        ),
+    );
+    classes.create(&pp, &obj(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+        "metadata": {"name": "retain"}, "driver": coffer_testcluster::DRIVER, "deletionPolicy": "Retain",
+    })))
+    .await
+    .unwrap();
+    snaps.create(&pp, &obj(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "kept"},
+        "spec": {"volumeSnapshotClassName": "retain", "source": {"persistentVolumeClaimName": "src"}},
+    })))
+    .await
+    .unwrap();
+    let kept = wait_ready(&snaps, "kept").await;
+    std::fs::write(src_dir.join("data.txt"), "changed after the snapshot\n").unwrap();
+    assert_eq!(
+        restored_data(st, &pvcs, "from-ref", "dataSourceRef", "kept").await,
+        "original data\n"
+    );
+
+    // Static binding: the VolumeSnapshot goes, its content and data stay (Retain); the
+    // content goes too, the data stays. An admin then pre-provisions a content for that
+    // snapshot handle and a VolumeSnapshot in another namespace binds to it.
+    let (content_name, handle) = bound_content(&contents, &kept).await;
+    snaps
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("VolumeSnapshot kept deleted", 30, || async {
+        snaps.get_opt("kept").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(contents.get_opt(&content_name).await.unwrap().is_some());
+    contents
+        .delete(&content_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    until("content deleted", 30, || async {
         contents
-            .get_opt(base_content.metadata.name.as_deref().unwrap())
+            .get_opt(&content_name)
             .await
             .unwrap()
             .is_none()
+            .then_some(())
+    })
+    .await;
+    let meta = st.snapshot_meta(&handle).unwrap();
+    assert!(st.snapshot_data(&meta).join("data.txt").is_file());
+    contents
+        .create(
+            &pp,
+            &obj(json!({
+                "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+                "metadata": {"name": "static-content"},
+                "spec": {"deletionPolicy": "Delete", "driver": coffer_testcluster::DRIVER,
+                         "source": {"snapshotHandle": handle}, "sourceVolumeMode": "Filesystem",
+                         "volumeSnapshotRef": {"name": "static", "namespace": "elsewhere"}},
+            })),
+        )
+        .await
+        .unwrap();
+    let elsewhere: Api<DynamicObject> = Api::namespaced_with(client.clone(), "elsewhere", &vs_ar);
+    elsewhere.create(&pp, &obj(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "static"}, "spec": {"source": {"volumeSnapshotContentName": "static-content"}},
+    })))
+    .await
+    .unwrap();
+    let stat = wait_ready(&elsewhere, "static").await;
+    assert_eq!(
+        stat.data["status"]["boundVolumeSnapshotContentName"],
+        "static-content"
     );
-    assert!(!cluster.storage().snapshot_data(&meta).exists());
-    let _ = content_name;
+    assert_eq!(stat.data["status"]["restoreSize"], "16Mi");
+    let content = contents.get("static-content").await.unwrap();
+    assert_eq!(content.data["status"]["readyToUse"], true);
+    assert_eq!(
+        content.data["spec"]["volumeSnapshotRef"]["uid"].as_str(),
+        stat.metadata.uid.as_deref()
+    );
+    let other_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "elsewhere");
+    assert_eq!(
+        restored_data(st, &other_pvcs, "from-static", "dataSource", "static").await,
+        "original data\n"
+    );
+    // Its deletion policy is Delete: deleting the VolumeSnapshot removes content and data.
+    elsewhere
+        .delete("static", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("static content and data deleted", 30, || async {
+        (contents.get_opt("static-content").await.unwrap().is_none()
+            && !st.snapshot_data(&meta).exists())
+        .then_some(())
+    })
+    .await;
+
+    // The populator PVC was left alone: still Pending, no PV made for it.
+    let uid = populated.metadata.uid.clone().unwrap();
+    let p = pvcs.get("populated").await.unwrap();
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Pending"));
+    assert!(p.spec.unwrap().volume_name.is_none());
+    assert!(pvs.get_opt(&format!("pvc-{uid}")).await.unwrap().is_none());
+    // The populator does its part as lib-volume-populator does: a prime PVC in its own
+    // namespace, a pod that fills it, then the PV rebound to the user's PVC.
+    let prime_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "populator");
+    let prime_name = format!("prime-{uid}");
+    prime_pvcs
+        .create(&pp, &pvc(&prime_name, "8Mi", json!({})))
+        .await
+        .unwrap();
+    let prime = wait_bound(&prime_pvcs, &prime_name).await;
+    let prime_pv = pv_of(&prime);
+    let prime_pods: Api<Pod> = Api::namespaced(client.clone(), "populator");
+    prime_pods
+        .create(
+            &pp,
+            &obj(json!({
+                "metadata": {"name": "populate"},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
+                    "command": ["sh", "-c", "echo seeded by populator > /vol/seed.txt"],
+                    "volumeMounts": [{"name": "v", "mountPath": "/vol"}]}],
+                    "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": prime_name}}]},
+            })),
+        )
+        .await
+        .unwrap();
+    wait_phase(&prime_pods, "populate", &["Succeeded"], 60).await;
+    pvs.patch(&prime_pv, &PatchParams::default(), &Patch::Merge(json!({
+        "metadata": {"annotations": {"volume.kubernetes.io/populated-from": "populator/seed-1"}},
+        "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "default",
+                              "name": "populated", "uid": uid,
+                              "resourceVersion": populated.metadata.resource_version}},
+    })))
+    .await
+    .unwrap();
+    let bound = wait_bound(&pvcs, "populated").await;
+    assert_eq!(pv_of(&bound), prime_pv);
+    // lib-volume-populator also waits for the prime PVC to turn Lost, which the PV
+    // binder notices only at its periodic resync (15 s): deleting it now is as safe.
+    prime_pvcs
+        .delete(&prime_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    // The user's pod sees the populated data; the PV survived the prime PVC.
+    assert_eq!(
+        common::pod_output(&pods, "user", "populated", &["cat", "/data/seed.txt"]).await,
+        "seeded by populator\n"
+    );
+    assert_eq!(
+        pvs.get(&prime_pv)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Bound")
+    );
+
+    // Expansion (the classes allow it): the PV, the PVC's status and a Block volume's
+    // image file grow.
+    let blk = wait_bound(&pvcs, "blk").await;
+    let img = st.volume_path(&pv_of(&blk), true);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 20);
+    for (name, size) in [("blk", "4Mi"), ("src", "32Mi")] {
+        pvcs.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "spec": {"resources": {"requests": {"storage": size}}}})),
+        )
+        .await
+        .unwrap();
+    }
+    for (name, size) in [("blk", "4Mi"), ("src", "32Mi")] {
+        let p = until("PVC status capacity grown", 30, || async {
+            let p = pvcs.get(name).await.unwrap();
+            let cap = p
+                .status
+                .as_ref()?
+                .capacity
+                .as_ref()?
+                .get("storage")?
+                .0
+                .clone();
+            (cap == size).then_some(p)
+        })
+        .await;
+        let pv = pvs.get(&pv_of(&p)).await.unwrap();
+        assert_eq!(pv.spec.unwrap().capacity.unwrap()["storage"].0, size);
+    }
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 4 << 20);
+
+    // Reclaim policy Delete: deleting a PVC deletes its PV and the volume's data.
+    let clone_pv = pv_of(&clone);
+    pvcs.delete("clone", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("PV of a deleted PVC deleted", 30, || async {
+        pvs.get_opt(&clone_pv)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(!clone_dir.exists());
     cluster.stop().await;
 }

@@ -23,6 +23,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::Node;
+use crate::process::{check, isolate_with};
 
 /// One host top-level entry mirrored into the shared container root.
 #[derive(Clone, Debug)]
@@ -152,7 +153,7 @@ impl PodRuntime {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut ctrs = Vec::new();
         let waiting = || CState::Waiting {
-            reason: "ContainerCreating".into(),
+            reason: default_waiting_reason(&spec).into(),
             message: String::new(),
         };
         for c in spec.init_containers.iter().flatten() {
@@ -309,7 +310,16 @@ impl PodRuntime {
 
     fn set_state(&self, idx: usize, state: CState) {
         let mut ctrs = self.ctrs.lock().unwrap();
-        ctrs[idx].state = state;
+        ctrs[idx].set(state);
+    }
+
+    /// Records the end of a container instance (or its failure to start).
+    fn terminated(&self, idx: usize, st: CState) {
+        let mut ctrs = self.ctrs.lock().unwrap();
+        let c = &mut ctrs[idx];
+        c.pid = None;
+        c.started_once = true;
+        c.set(st);
     }
 
     fn status_json(&self, spec_restart: &str) -> Value {
@@ -410,6 +420,29 @@ impl Ctr {
     }
 }
 
+/// What a kubelet reports for containers that have not started: `PodInitializing` in a
+/// pod with init containers, else `ContainerCreating`.
+fn default_waiting_reason(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    }
+}
+
+impl Ctr {
+    /// Changes the state; a termination that is left (for a back-off or a restart)
+    /// becomes the lastState, as a kubelet reports it.
+    fn set(&mut self, state: CState) {
+        let old = std::mem::replace(&mut self.state, state);
+        if matches!(old, CState::Terminated { .. })
+            && !matches!(self.state, CState::Terminated { .. })
+        {
+            self.last = Some(old);
+        }
+    }
+}
+
 /// Is this image Coffer's own (`coffer`, `*/coffer`, any tag or digest)?
 pub fn is_coffer_image(image: &str) -> bool {
     let no_digest = image.split('@').next().unwrap_or(image);
@@ -462,10 +495,10 @@ pub async fn run_pod(node: Arc<Node>, rt: Arc<PodRuntime>, pod: Pod) {
                 {
                     let mut ctrs = rt.ctrs.lock().unwrap();
                     for c in ctrs.iter_mut() {
-                        c.state = CState::Waiting {
-                            reason: "ContainerCreating".into(),
+                        c.set(CState::Waiting {
+                            reason: default_waiting_reason(&spec).into(),
                             message: msg.clone(),
-                        };
+                        });
                     }
                 }
                 rt.report(&node, &policy).await;
@@ -719,13 +752,7 @@ async fn run_instance(
                 started,
                 finished,
             };
-            {
-                let mut ctrs = rt.ctrs.lock().unwrap();
-                let c = &mut ctrs[idx];
-                c.started_once = true;
-                c.last = Some(st.clone());
-                c.state = st;
-            }
+            rt.terminated(idx, st);
             rt.report(node, policy).await;
             return 128;
         }
@@ -738,7 +765,7 @@ async fn run_instance(
         c.started_once = true;
         c.env = launch.env.clone();
         c.workdir = launch.workdir.clone();
-        c.state = CState::Running { started };
+        c.set(CState::Running { started });
     }
     rt.report(node, policy).await;
     let status = child.wait().await;
@@ -766,13 +793,7 @@ async fn run_instance(
         started,
         finished,
     };
-    {
-        let mut ctrs = rt.ctrs.lock().unwrap();
-        let c = &mut ctrs[idx];
-        c.pid = None;
-        c.last = Some(st.clone());
-        c.state = st;
-    }
+    rt.terminated(idx, st);
     rt.report(node, policy).await;
     code
 }
@@ -854,22 +875,7 @@ fn spawn_container(node: &Node, launch: &Launch, log: &Path) -> Result<Child> {
         .kill_on_drop(true);
     // SAFETY: only async-signal-safe libc calls on data prepared before the fork.
     unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            check(libc::setsid())?;
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
+        isolate_with(&mut cmd, move || {
             check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
             check(libc::sethostname(
                 hostname.as_ptr(),
@@ -965,22 +971,7 @@ pub(crate) fn spawn_exec(
         .kill_on_drop(true);
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            check(libc::setsid())?;
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
+        isolate_with(&mut cmd, move || {
             check(libc::setns(nsfd, libc::CLONE_NEWNS))?;
             check(libc::setns(utsfd, libc::CLONE_NEWUTS))?;
             check(libc::fchdir(rootfd))?;
@@ -1016,52 +1007,15 @@ async fn prepare_volumes(
         } else {
             None
         };
-        if let Some(claim) = claim {
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-            let pvc = pvcs
-                .get(&claim)
-                .await
-                .with_context(|| format!("PVC {claim}"))?;
-            let pv_name = pvc
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.clone())
-                .filter(|_| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-                .ok_or_else(|| anyhow!("waiting for PVC {claim} to be bound"))?;
-            let pv = Api::<PersistentVolume>::all(client.clone())
-                .get(&pv_name)
-                .await?;
-            let pspec = pv.spec.unwrap_or_default();
-            let block = pspec.volume_mode.as_deref() == Some("Block");
-            let path = if let Some(csi) = &pspec.csi {
-                if csi.driver != crate::DRIVER {
-                    bail!(
-                        "PV {pv_name} uses CSI driver {} which the simulated node does not have",
-                        csi.driver
-                    );
-                }
-                handles.push(csi.volume_handle.clone());
-                node.cfg.volumes.volume_path(&csi.volume_handle, block)
-            } else if let Some(hp) = &pspec.host_path {
-                PathBuf::from(&hp.path)
-            } else if let Some(local) = &pspec.local {
-                PathBuf::from(&local.path)
-            } else {
-                bail!(
-                    "PV {pv_name} has a volume source the simulated node cannot mount (csi with {}, hostPath and local work)",
-                    crate::DRIVER
-                );
-            };
+        // Volumes of files (ConfigMap, Secret, downward API, projected): written below.
+        let files = if let Some(claim) = claim {
+            let (path, block, handle) = claim_path(node, &ns, &claim).await?;
+            handles.extend(handle);
             out.insert(v.name.clone(), VolSource { path, block });
+            continue;
         } else if v.empty_dir.is_some() {
             std::fs::create_dir_all(&dir)?;
-            out.insert(
-                v.name.clone(),
-                VolSource {
-                    path: dir,
-                    block: false,
-                },
-            );
+            None
         } else if let Some(hp) = &v.host_path {
             let p = PathBuf::from(&hp.path);
             if matches!(hp.type_.as_deref(), Some("DirectoryOrCreate")) {
@@ -1074,51 +1028,20 @@ async fn prepare_volumes(
                     block: false,
                 },
             );
+            continue;
         } else if let Some(cm) = &v.config_map {
-            let files = config_map_files(
-                &client,
-                &ns,
-                &cm.name,
-                cm.items.as_deref(),
-                cm.optional.unwrap_or(false),
-            )
-            .await?;
-            write_files(&dir, &files, cm.default_mode)?;
-            out.insert(
-                v.name.clone(),
-                VolSource {
-                    path: dir,
-                    block: false,
-                },
-            );
+            let optional = cm.optional.unwrap_or(false);
+            let items = cm.items.as_deref();
+            let files = config_map_files(&client, &ns, &cm.name, items, optional).await?;
+            Some((files, cm.default_mode))
         } else if let Some(sec) = &v.secret {
             let name = sec.secret_name.clone().unwrap_or_default();
-            let files = secret_files(
-                &client,
-                &ns,
-                &name,
-                sec.items.as_deref(),
-                sec.optional.unwrap_or(false),
-            )
-            .await?;
-            write_files(&dir, &files, sec.default_mode)?;
-            out.insert(
-                v.name.clone(),
-                VolSource {
-                    path: dir,
-                    block: false,
-                },
-            );
+            let optional = sec.optional.unwrap_or(false);
+            let files = secret_files(&client, &ns, &name, sec.items.as_deref(), optional).await?;
+            Some((files, sec.default_mode))
         } else if let Some(dapi) = &v.downward_api {
             let files = downward_files(pod, dapi.items.as_deref().unwrap_or(&[]))?;
-            write_files(&dir, &files, dapi.default_mode)?;
-            out.insert(
-                v.name.clone(),
-                VolSource {
-                    path: dir,
-                    block: false,
-                },
-            );
+            Some((files, dapi.default_mode))
         } else if let Some(proj) = &v.projected {
             let mut files = BTreeMap::new();
             for src in proj.sources.iter().flatten() {
@@ -1127,64 +1050,86 @@ async fn prepare_volumes(
                         .service_account_name
                         .clone()
                         .unwrap_or_else(|| "default".into());
-                    let token = request_token(
-                        &client,
-                        &ns,
-                        &sa,
-                        pod,
-                        t.audience.clone(),
-                        t.expiration_seconds,
-                    )
-                    .await?;
-                    files.insert(t.path.clone(), token.into_bytes());
+                    let (audience, expiry) = (t.audience.clone(), t.expiration_seconds);
+                    let token = request_token(&client, &ns, &sa, pod, audience, expiry).await?;
+                    files.insert(t.path.clone(), (token.into_bytes(), None));
                 }
                 if let Some(cm) = &src.config_map {
                     // This API server (OpenShift's tree) also projects openshift-service-ca.crt,
                     // whose publisher is disabled here: treat it as optional.
-                    files.extend(
-                        config_map_files(
-                            &client,
-                            &ns,
-                            &cm.name,
-                            cm.items.as_deref(),
-                            cm.optional.unwrap_or(false) || cm.name == "openshift-service-ca.crt",
-                        )
-                        .await?,
-                    );
+                    let optional =
+                        cm.optional.unwrap_or(false) || cm.name == "openshift-service-ca.crt";
+                    let items = cm.items.as_deref();
+                    files.extend(config_map_files(&client, &ns, &cm.name, items, optional).await?);
                 }
                 if let Some(s) = &src.secret {
-                    files.extend(
-                        secret_files(
-                            &client,
-                            &ns,
-                            &s.name,
-                            s.items.as_deref(),
-                            s.optional.unwrap_or(false),
-                        )
-                        .await?,
-                    );
+                    let optional = s.optional.unwrap_or(false);
+                    let items = s.items.as_deref();
+                    files.extend(secret_files(&client, &ns, &s.name, items, optional).await?);
                 }
                 if let Some(d) = &src.downward_api {
                     files.extend(downward_files(pod, d.items.as_deref().unwrap_or(&[]))?);
                 }
             }
-            write_files(&dir, &files, proj.default_mode)?;
-            out.insert(
-                v.name.clone(),
-                VolSource {
-                    path: dir,
-                    block: false,
-                },
-            );
+            Some((files, proj.default_mode))
         } else {
             bail!(
                 "volume {}: this volume type is not supported by the simulated node",
                 v.name
             );
+        };
+        if let Some((files, default_mode)) = files {
+            write_files(&dir, &files, default_mode)?;
         }
+        out.insert(
+            v.name.clone(),
+            VolSource {
+                path: dir,
+                block: false,
+            },
+        );
     }
     *rt.handles.lock().unwrap() = handles;
     Ok(out)
+}
+
+/// Where a bound PVC's volume is on the host: (path, block, volume handle if it is one of
+/// the simulated driver's).
+async fn claim_path(node: &Node, ns: &str, claim: &str) -> Result<(PathBuf, bool, Option<String>)> {
+    let client = node.cfg.client.clone();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = pvcs
+        .get(claim)
+        .await
+        .with_context(|| format!("PVC {claim}"))?;
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|_| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .ok_or_else(|| anyhow!("waiting for PVC {claim} to be bound"))?;
+    let pv = Api::<PersistentVolume>::all(client).get(&pv_name).await?;
+    let pspec = pv.spec.unwrap_or_default();
+    let block = pspec.volume_mode.as_deref() == Some("Block");
+    if let Some(csi) = &pspec.csi {
+        if csi.driver != crate::DRIVER {
+            bail!(
+                "PV {pv_name} uses CSI driver {} which the simulated node does not have",
+                csi.driver
+            );
+        }
+        let path = node.cfg.volumes.volume_path(&csi.volume_handle, block);
+        Ok((path, block, Some(csi.volume_handle.clone())))
+    } else if let Some(hp) = &pspec.host_path {
+        Ok((PathBuf::from(&hp.path), block, None))
+    } else if let Some(local) = &pspec.local {
+        Ok((PathBuf::from(&local.path), block, None))
+    } else {
+        bail!(
+            "PV {pv_name} has a volume source the simulated node cannot mount (csi with {}, hostPath and local work)",
+            crate::DRIVER
+        )
+    }
 }
 
 async fn request_token(
@@ -1212,38 +1157,70 @@ async fn request_token(
     Ok(tr.status.map(|s| s.token).unwrap_or_default())
 }
 
+/// Files of a volume: relative path -> (contents, mode of this file if the item sets one).
+type Files = BTreeMap<String, (Vec<u8>, Option<i32>)>;
+
+/// Every key as a file of its name, or only the listed keys at their paths and modes
+/// (a listed key that is missing is an error unless the source is optional).
 fn select_items(
     data: BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
-) -> Result<BTreeMap<String, Vec<u8>>> {
+    optional: bool,
+) -> Result<Files> {
     match items {
-        None => Ok(data),
+        None => Ok(data.into_iter().map(|(k, v)| (k, (v, None))).collect()),
         Some(items) => {
             let mut out = BTreeMap::new();
             for it in items {
-                let v = data
-                    .get(&it.key)
-                    .ok_or_else(|| anyhow!("key {} not found", it.key))?;
-                out.insert(it.path.clone(), v.clone());
+                match data.get(&it.key) {
+                    Some(v) => {
+                        out.insert(it.path.clone(), (v.clone(), it.mode));
+                    }
+                    None if optional => {}
+                    None => bail!("key {} not found", it.key),
+                }
             }
             Ok(out)
         }
     }
 }
 
-async fn config_map_files(
+/// A ConfigMap or Secret that a volume or env refers to; None if missing and optional.
+async fn get_source<K>(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    items: Option<&[KeyToPath]>,
     optional: bool,
+) -> Result<Option<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await? {
+        Some(o) => Ok(Some(o)),
+        None if optional => Ok(None),
+        None => bail!(
+            "{} \"{name}\" not found",
+            K::kind(&Default::default()).to_lowercase()
+        ),
+    }
+}
+
+/// A ConfigMap's `data` (what env refers to) and, with `binary`, its `binaryData`
+/// (volumes hold both).
+async fn config_map_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+    binary: bool,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let Some(cm) = api.get_opt(name).await? else {
-        if optional {
-            return Ok(BTreeMap::new());
-        }
-        bail!("configmap \"{name}\" not found");
+    let Some(cm) = get_source::<ConfigMap>(client, ns, name, optional).await? else {
+        return Ok(BTreeMap::new());
     };
     let mut data: BTreeMap<String, Vec<u8>> = cm
         .data
@@ -1251,28 +1228,25 @@ async fn config_map_files(
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    data.extend(
-        cm.binary_data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0)),
-    );
-    select_items(data, items).with_context(|| format!("configmap {name}"))
+    if binary {
+        data.extend(
+            cm.binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+    }
+    Ok(data)
 }
 
-async fn secret_files(
+async fn secret_data(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    items: Option<&[KeyToPath]>,
     optional: bool,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let Some(s) = api.get_opt(name).await? else {
-        if optional {
-            return Ok(BTreeMap::new());
-        }
-        bail!("secret \"{name}\" not found");
+    let Some(s) = get_source::<Secret>(client, ns, name, optional).await? else {
+        return Ok(BTreeMap::new());
     };
     let mut data: BTreeMap<String, Vec<u8>> = s
         .data
@@ -1286,13 +1260,35 @@ async fn secret_files(
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes())),
     );
-    select_items(data, items).with_context(|| format!("secret {name}"))
+    Ok(data)
+}
+
+async fn config_map_files(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<Files> {
+    let data = config_map_data(client, ns, name, optional, true).await?;
+    select_items(data, items, optional).with_context(|| format!("configmap {name}"))
+}
+
+async fn secret_files(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<Files> {
+    let data = secret_data(client, ns, name, optional).await?;
+    select_items(data, items, optional).with_context(|| format!("secret {name}"))
 }
 
 fn downward_files(
     pod: &Pod,
     items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
-) -> Result<BTreeMap<String, Vec<u8>>> {
+) -> Result<Files> {
     let mut out = BTreeMap::new();
     for it in items {
         let value = if let Some(f) = &it.field_ref {
@@ -1302,7 +1298,7 @@ fn downward_files(
         } else {
             String::new()
         };
-        out.insert(it.path.clone(), value.into_bytes());
+        out.insert(it.path.clone(), (value.into_bytes(), it.mode));
     }
     Ok(out)
 }
@@ -1351,10 +1347,12 @@ fn field_value(pod: &Pod, path: &str) -> Result<String> {
     })
 }
 
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: Option<i32>) -> Result<()> {
+/// Writes a volume's files; each file gets its item's mode, else the volume's
+/// defaultMode, else 0644.
+fn write_files(dir: &Path, files: &Files, default_mode: Option<i32>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
-    for (rel, data) in files {
+    for (rel, (data, mode)) in files {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)?;
@@ -1362,7 +1360,7 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: Option<i32>)
         std::fs::write(&p, data)?;
         std::fs::set_permissions(
             &p,
-            std::fs::Permissions::from_mode(mode.unwrap_or(0o644) as u32),
+            std::fs::Permissions::from_mode(mode.or(default_mode).unwrap_or(0o644) as u32),
         )?;
     }
     Ok(())
@@ -1436,49 +1434,37 @@ async fn build_launch(
     };
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
+        let mut data = BTreeMap::new();
         if let Some(r) = &from.config_map_ref {
-            for (k, v) in
-                config_map_files(&client, ns, &r.name, None, r.optional.unwrap_or(false)).await?
-            {
-                set(
-                    &mut env,
-                    &mut map,
-                    format!("{prefix}{k}"),
-                    String::from_utf8_lossy(&v).into(),
-                );
-            }
+            let optional = r.optional.unwrap_or(false);
+            data.extend(config_map_data(&client, ns, &r.name, optional, false).await?);
         }
         if let Some(r) = &from.secret_ref {
-            for (k, v) in
-                secret_files(&client, ns, &r.name, None, r.optional.unwrap_or(false)).await?
-            {
-                set(
-                    &mut env,
-                    &mut map,
-                    format!("{prefix}{k}"),
-                    String::from_utf8_lossy(&v).into(),
-                );
-            }
+            data.extend(secret_data(&client, ns, &r.name, r.optional.unwrap_or(false)).await?);
+        }
+        for (k, v) in data {
+            let v = String::from_utf8_lossy(&v).into();
+            set(&mut env, &mut map, format!("{prefix}{k}"), v);
         }
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(vf) = &e.value_from {
-            if let Some(r) = &vf.config_map_key_ref {
-                let files =
-                    config_map_files(&client, ns, &r.name, None, r.optional.unwrap_or(false))
-                        .await?;
-                match files.get(&r.key) {
-                    Some(v) => String::from_utf8_lossy(v).into(),
-                    None if r.optional.unwrap_or(false) => continue,
-                    None => bail!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name),
-                }
+            let keyed = if let Some(r) = &vf.config_map_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                let files = config_map_data(&client, ns, &r.name, optional, false).await?;
+                Some(("ConfigMap", &r.name, &r.key, optional, files))
             } else if let Some(r) = &vf.secret_key_ref {
-                let files =
-                    secret_files(&client, ns, &r.name, None, r.optional.unwrap_or(false)).await?;
-                match files.get(&r.key) {
+                let optional = r.optional.unwrap_or(false);
+                let files = secret_data(&client, ns, &r.name, optional).await?;
+                Some(("Secret", &r.name, &r.key, optional, files))
+            } else {
+                None
+            };
+            if let Some((kind, name, key, optional, files)) = keyed {
+                match files.get(key) {
                     Some(v) => String::from_utf8_lossy(v).into(),
-                    None if r.optional.unwrap_or(false) => continue,
-                    None => bail!("couldn't find key {} in Secret {ns}/{}", r.key, r.name),
+                    None if optional => continue,
+                    None => bail!("couldn't find key {key} in {kind} {ns}/{name}"),
                 }
             } else if let Some(f) = &vf.field_ref {
                 field_value(pod, &f.field_path)?

@@ -7,36 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::snapshot::content_status;
 use super::{
-    ReconcileError, Storage, finalizers_patch, forever, jbool, jstr, parse_quantity, vgs_ar,
-    vgsc_ar, vgsclass_ar, vs_ar, vsc_ar,
+    ClaimVolume, Content, Storage, claim_volume, create_if_absent, finalizers_patch, find_class,
+    jbool, jstr, run_controller, set_status_error, vgs_ar, vgsc_ar, vgsclass_ar, vs_ar, vsc_ar,
 };
 
 const VGS_FINALIZER: &str =
     "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-bound-protection";
 
 pub(crate) async fn run_group_controller(st: Arc<Storage>) {
-    forever("volumegroupsnapshot", || {
-        let api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vgs_ar());
-        Controller::new_with(api, watcher::Config::default(), vgs_ar())
-            .run(
-                |g, st| async move { reconcile(g, st).await.map_err(ReconcileError::from) },
-                |_, e, _| {
-                    tracing::debug!("group snapshot controller: {e}");
-                    Action::requeue(Duration::from_secs(1))
-                },
-                st.clone(),
-            )
-            .for_each(|_| async {})
-    })
+    run_controller(
+        st,
+        "volumegroupsnapshot",
+        |st| {
+            let api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vgs_ar());
+            Controller::new_with(api, watcher::Config::default(), vgs_ar())
+        },
+        reconcile,
+    )
     .await
 }
 
@@ -80,14 +75,6 @@ fn short_hash(s: &str) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}")
-}
-
-async fn set_error(api: &Api<DynamicObject>, name: &str, msg: &str) {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let patch = json!({"status": {"readyToUse": false, "error": {"message": msg, "time": now}}});
-    let _ = api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await;
 }
 
 async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
@@ -135,7 +122,7 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
     )
     .is_some()
     {
-        set_error(
+        set_status_error(
             &api,
             &name,
             "pre-provisioned VolumeGroupSnapshots are not supported by the simulated driver",
@@ -144,26 +131,15 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     // Class: the named one or the driver's default.
-    let classes: Api<DynamicObject> = Api::all_with(st.client.clone(), &vgsclass_ar());
-    let class_name = jstr(&g.data, &["spec", "volumeGroupSnapshotClassName"]).map(str::to_string);
-    let class = classes
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .find(|c| match &class_name {
-            Some(n) => c.metadata.name.as_ref() == Some(n),
-            None => {
-                jstr(&c.data, &["driver"]) == Some(crate::DRIVER)
-                    && c.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("groupsnapshot.storage.kubernetes.io/is-default-class"))
-                        .is_some_and(|v| v == "true")
-            }
-        });
+    let class = find_class(
+        &st.client,
+        &vgsclass_ar(),
+        jstr(&g.data, &["spec", "volumeGroupSnapshotClassName"]),
+        "groupsnapshot.storage.kubernetes.io/is-default-class",
+    )
+    .await?;
     let Some(class) = class else {
-        set_error(&api, &name, "VolumeGroupSnapshotClass not found").await;
+        set_status_error(&api, &name, "VolumeGroupSnapshotClass not found").await;
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
     if jstr(&class.data, &["driver"]) != Some(crate::DRIVER) {
@@ -185,7 +161,7 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
         .await?
         .items;
     if members.is_empty() {
-        set_error(
+        set_status_error(
             &api,
             &name,
             &format!("no PersistentVolumeClaim in {ns} matches selector {selector:?}"),
@@ -193,48 +169,31 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
         .await;
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let pvs: Api<PersistentVolume> = Api::all(st.client.clone());
     let mut items = Vec::new();
     let mut pvc_names = Vec::new();
     for pvc in &members {
         let pvc_name = pvc.metadata.name.clone().unwrap_or_default();
-        let Some(pv_name) = pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_name.clone())
-            .filter(|s| !s.is_empty())
-        else {
-            set_error(
-                &api,
-                &name,
-                &format!("PersistentVolumeClaim {pvc_name} is not bound"),
-            )
-            .await;
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        };
-        let pspec = pvs.get(&pv_name).await?.spec.unwrap_or_default();
-        let Some(csi) = pspec.csi.as_ref().filter(|c| c.driver == crate::DRIVER) else {
-            set_error(
-                &api,
-                &name,
-                &format!(
+        let (handle, block, size) = match claim_volume(&st, &ns, &pvc_name).await? {
+            ClaimVolume::Ours {
+                handle,
+                block,
+                size,
+            } => (handle, block, size),
+            ClaimVolume::NotReady(msg) => {
+                set_status_error(&api, &name, &msg).await;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            ClaimVolume::Foreign => {
+                let msg = format!(
                     "PersistentVolumeClaim {pvc_name} is not a {} volume",
                     crate::DRIVER
-                ),
-            )
-            .await;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+                );
+                set_status_error(&api, &name, &msg).await;
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
         };
-        let block = pspec.volume_mode.as_deref() == Some("Block");
-        let size = pspec
-            .capacity
-            .as_ref()
-            .and_then(|c| c.get("storage"))
-            .map(|q| parse_quantity(&q.0))
-            .transpose()?
-            .unwrap_or(0);
-        let snap = format!("snap-{}-{}", uid, short_hash(&csi.volume_handle));
-        items.push((csi.volume_handle.clone(), snap, block, size));
+        let snap = format!("snap-{}-{}", uid, short_hash(&handle));
+        items.push((handle, snap, block, size));
         pvc_names.push((pvc_name, block));
     }
     let group_handle = format!("group-{uid}");
@@ -247,22 +206,18 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
         let hash = short_hash(&format!("{uid}/{}", meta.source_volume));
         let vs_name = format!("snapshot-{hash}");
         let vsc_name = format!("snapcontent-{hash}");
-        let content: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-            "metadata": {"name": vsc_name},
-            "spec": {
-                "volumeSnapshotRef": {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot", "name": vs_name, "namespace": ns},
-                "source": {"snapshotHandle": meta.handle},
-                "driver": crate::DRIVER,
-                "deletionPolicy": policy,
-                "sourceVolumeMode": if *block { "Block" } else { "Filesystem" },
-            },
-        }))?;
-        match contents.create(&PostParams::default(), &content).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+        let content = Content {
+            name: &vsc_name,
+            ns: &ns,
+            vs_name: &vs_name,
+            vs_uid: None,
+            source: json!({"snapshotHandle": meta.handle}),
+            policy: &policy,
+            class: None,
+            block: *block,
         }
+        .object()?;
+        create_if_absent(&contents, &content).await?;
         let status = content_status(meta, Some(&group_handle));
         contents
             .patch_status(
@@ -280,11 +235,7 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
                                      "name": name, "uid": uid}]},
             "spec": {"source": {"volumeSnapshotContentName": vsc_name}},
         }))?;
-        match snaps.create(&PostParams::default(), &vs).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+        create_if_absent(&snaps, &vs).await?;
         snaps
             .patch_status(
                 &vs_name,
@@ -307,11 +258,7 @@ async fn reconcile(g: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action> {
                                        "name": name, "namespace": ns, "uid": uid},
         },
     }))?;
-    match gcontents.create(&PostParams::default(), &gc).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
+    create_if_absent(&gcontents, &gc).await?;
     let created_s = chrono::DateTime::from_timestamp_nanos(created)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     gcontents

@@ -286,6 +286,18 @@ fn spawn_stream<T: Send + 'static>(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Runs a comparison of snapshot images off the async threads; errors are internal.
+async fn compare<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Status>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
 #[tonic::async_trait]
 impl SnapshotMetadata for Service {
     type GetMetadataAllocatedStream = RespStream<GetMetadataAllocatedResponse>;
@@ -305,10 +317,7 @@ impl SnapshotMetadata for Service {
         let (path, size) = self
             .snapshot_image(&req.namespace, &req.snapshot_name)
             .await?;
-        let blocks = tokio::task::spawn_blocking(move || allocated_blocks(&path))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let blocks = compare(move || allocated_blocks(&path)).await?;
         Ok(Response::new(spawn_stream(
             blocks,
             req.starting_offset,
@@ -339,10 +348,7 @@ impl SnapshotMetadata for Service {
             .snapshot_image(&req.namespace, &req.target_snapshot_name)
             .await?;
         let (base, _) = self.image_by_handle(&req.base_snapshot_id)?;
-        let blocks = tokio::task::spawn_blocking(move || changed_blocks(&base, &target))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let blocks = compare(move || changed_blocks(&base, &target)).await?;
         Ok(Response::new(spawn_stream(
             blocks,
             req.starting_offset,

@@ -14,8 +14,13 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use kube::runtime::controller::{Action, Controller};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -428,16 +433,192 @@ pub(crate) async fn install_classes(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// Runs a controller future forever (restarting it if its stream ends).
-pub(crate) async fn forever<F, Fut>(name: &str, f: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+/// Runs a kube-runtime Controller forever (rebuilt by `make` whenever its stream ends),
+/// reconciling with `reconcile` and retrying failures after a second.
+pub(crate) async fn run_controller<K, M, F, Fut>(
+    st: Arc<Storage>,
+    name: &'static str,
+    make: M,
+    reconcile: F,
+) where
+    K: Clone
+        + kube::Resource
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: std::fmt::Debug + Eq + std::hash::Hash + Clone + Unpin,
+    M: Fn(&Storage) -> Controller<K>,
+    F: Fn(Arc<K>, Arc<Storage>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
 {
     loop {
-        f().await;
+        make(&st)
+            .run(
+                move |obj, st| {
+                    let fut = reconcile(obj, st);
+                    async move { fut.await.map_err(ReconcileError::from) }
+                },
+                move |_, e, _| {
+                    tracing::debug!("{name} controller: {e}");
+                    Action::requeue(Duration::from_secs(1))
+                },
+                st.clone(),
+            )
+            .for_each(|_| async {})
+            .await;
         tracing::debug!("{name} controller stream ended; restarting");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Creates an object; one that exists already (409) is fine.
+pub(crate) async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reports a failure in the status of a (group) snapshot object: readyToUse false and
+/// `error` with the message and the time, as the snapshot controller does.
+pub(crate) async fn set_status_error(api: &Api<DynamicObject>, name: &str, msg: &str) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let patch = json!({"status": {"readyToUse": false, "error": {"message": msg, "time": now}}});
+    let _ = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await;
+}
+
+/// A (group) snapshot class of this driver: the one named, or the driver's default (the
+/// one annotated `<default_annotation>: "true"`). None if there is none.
+pub(crate) async fn find_class(
+    client: &Client,
+    ar: &ApiResource,
+    name: Option<&str>,
+    default_annotation: &str,
+) -> Result<Option<DynamicObject>> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    Ok(api
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|c| match name {
+            Some(n) => c.metadata.name.as_deref() == Some(n),
+            None => {
+                jstr(&c.data, &["driver"]) == Some(crate::DRIVER)
+                    && c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(default_annotation))
+                        .is_some_and(|v| v == "true")
+            }
+        }))
+}
+
+/// The storage capacity of a PV in bytes (0 when unset).
+pub(crate) fn pv_capacity(spec: &PersistentVolumeSpec) -> Result<u64> {
+    Ok(spec
+        .capacity
+        .as_ref()
+        .and_then(|c| c.get("storage"))
+        .map(|q| parse_quantity(&q.0))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// A PVC's volume as a snapshot sees it.
+pub(crate) enum ClaimVolume {
+    /// Bound to a volume of this driver.
+    Ours {
+        handle: String,
+        block: bool,
+        size: u64,
+    },
+    /// Bound to a volume of another driver (or not a CSI volume).
+    Foreign,
+    /// Missing or not bound yet: the message says which.
+    NotReady(String),
+}
+
+/// Looks up the volume behind a PVC (for snapshots and group snapshots).
+pub(crate) async fn claim_volume(st: &Storage, ns: &str, pvc_name: &str) -> Result<ClaimVolume> {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(st.client.clone(), ns)
+        .get_opt(pvc_name)
+        .await?;
+    let Some(pvc) = pvc else {
+        return Ok(ClaimVolume::NotReady(format!(
+            "PersistentVolumeClaim {pvc_name} not found"
+        )));
+    };
+    let Some(pv_name) = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(ClaimVolume::NotReady(format!(
+            "PersistentVolumeClaim {pvc_name} is not bound"
+        )));
+    };
+    let pspec = Api::<PersistentVolume>::all(st.client.clone())
+        .get(&pv_name)
+        .await?
+        .spec
+        .unwrap_or_default();
+    Ok(volume_of(&pspec).unwrap_or(ClaimVolume::Foreign))
+}
+
+/// The volume of a PV spec, if it is one of this driver's.
+pub(crate) fn volume_of(pspec: &PersistentVolumeSpec) -> Option<ClaimVolume> {
+    let csi = pspec.csi.as_ref().filter(|c| c.driver == crate::DRIVER)?;
+    Some(ClaimVolume::Ours {
+        handle: csi.volume_handle.clone(),
+        block: pspec.volume_mode.as_deref() == Some("Block"),
+        size: pv_capacity(pspec).ok()?,
+    })
+}
+
+/// A VolumeSnapshotContent of this driver for the VolumeSnapshot `ns/vs_name`.
+pub(crate) struct Content<'a> {
+    pub name: &'a str,
+    pub ns: &'a str,
+    pub vs_name: &'a str,
+    pub vs_uid: Option<&'a str>,
+    /// `{"volumeHandle": ..}` (dynamic) or `{"snapshotHandle": ..}` (pre-provisioned).
+    pub source: Value,
+    pub policy: &'a str,
+    pub class: Option<&'a str>,
+    pub block: bool,
+}
+
+impl Content<'_> {
+    pub(crate) fn object(&self) -> Result<DynamicObject> {
+        let mut vs_ref = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                                "name": self.vs_name, "namespace": self.ns});
+        if let Some(uid) = self.vs_uid {
+            vs_ref["uid"] = json!(uid);
+        }
+        let mut spec = json!({
+            "volumeSnapshotRef": vs_ref,
+            "source": self.source,
+            "driver": crate::DRIVER,
+            "deletionPolicy": self.policy,
+            "sourceVolumeMode": if self.block { "Block" } else { "Filesystem" },
+        });
+        if let Some(c) = self.class {
+            spec["volumeSnapshotClassName"] = json!(c);
+        }
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+            "metadata": {"name": self.name},
+            "spec": spec,
+        }))?)
     }
 }
 

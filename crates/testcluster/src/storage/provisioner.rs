@@ -7,50 +7,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
 use super::{
-    PV_FINALIZER, ReconcileError, Storage, finalizers_patch, forever, jbool, jstr, parse_quantity,
-    vs_ar, vsc_ar,
+    PV_FINALIZER, Storage, create_if_absent, finalizers_patch, jbool, jstr, parse_quantity,
+    pv_capacity, run_controller, vs_ar, vsc_ar,
 };
 
 pub(crate) async fn run_pvc_controller(st: Arc<Storage>) {
-    forever("pvc", || {
-        let api: Api<PersistentVolumeClaim> = Api::all(st.client.clone());
-        Controller::new(api, watcher::Config::default())
-            .run(
-                |pvc, st| async move { reconcile_pvc(pvc, st).await.map_err(ReconcileError::from) },
-                |_, e, _| {
-                    tracing::debug!("provisioner: {e}");
-                    Action::requeue(Duration::from_secs(1))
-                },
-                st.clone(),
-            )
-            .for_each(|_| async {})
-    })
+    run_controller(
+        st,
+        "provisioner",
+        |st| Controller::new(Api::all(st.client.clone()), watcher::Config::default()),
+        reconcile_pvc,
+    )
     .await
 }
 
 pub(crate) async fn run_pv_controller(st: Arc<Storage>) {
-    forever("pv", || {
-        let api: Api<PersistentVolume> = Api::all(st.client.clone());
-        Controller::new(api, watcher::Config::default())
-            .run(
-                |pv, st| async move { reconcile_pv(pv, st).await.map_err(ReconcileError::from) },
-                |_, e, _| {
-                    tracing::debug!("pv deleter: {e}");
-                    Action::requeue(Duration::from_secs(1))
-                },
-                st.clone(),
-            )
-            .for_each(|_| async {})
-    })
+    run_controller(
+        st,
+        "pv deleter",
+        |st| Controller::new(Api::all(st.client.clone()), watcher::Config::default()),
+        reconcile_pv,
+    )
     .await
 }
 
@@ -223,11 +208,9 @@ async fn reconcile_pvc(pvc: Arc<PersistentVolumeClaim>, st: Arc<Storage>) -> Res
                     "volumeAttributes": {"storage.kubernetes.io/csiProvisionerIdentity": "coffer-sim"}},
         },
     }))?;
-    match pv_api.create(&PostParams::default(), &pv).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e).context("creating PV"),
-    }
+    create_if_absent(&pv_api, &pv)
+        .await
+        .context("creating PV")?;
     tracing::debug!(pvc = %format!("{ns}/{name}"), pv = %pv_name, "provisioned");
     Ok(Action::await_change())
 }
@@ -253,13 +236,7 @@ async fn expand_if_needed(
     if pspec.csi.as_ref().map(|c| c.driver.as_str()) != Some(crate::DRIVER) {
         return Ok(());
     }
-    let current = pspec
-        .capacity
-        .as_ref()
-        .and_then(|c| c.get("storage"))
-        .map(|q| parse_quantity(&q.0))
-        .transpose()?
-        .unwrap_or(0);
+    let current = pv_capacity(pspec)?;
     if requested <= current {
         return Ok(());
     }

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::{
-    ReconcileError, Storage, finalizers_patch, forever, format_quantity, jbool, jstr, vs_ar,
-    vsc_ar, vsclass_ar,
+    ClaimVolume, Content, Storage, claim_volume, create_if_absent, finalizers_patch, find_class,
+    format_quantity, jbool, jstr, run_controller, set_status_error, volume_of, vs_ar, vsc_ar,
+    vsclass_ar,
 };
 
 pub(crate) const VS_FINALIZER: &str =
@@ -25,52 +25,38 @@ pub(crate) const VSC_FINALIZER: &str =
     "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
 
 pub(crate) async fn run_snapshot_controller(st: Arc<Storage>) {
-    forever("volumesnapshot", || {
-        let vs_api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vs_ar());
-        let vsc_api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vsc_ar());
-        Controller::new_with(vs_api, watcher::Config::default(), vs_ar())
-            .watches_with(
+    run_controller(
+        st,
+        "volumesnapshot",
+        |st| {
+            let vs_api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vs_ar());
+            let vsc_api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vsc_ar());
+            Controller::new_with(vs_api, watcher::Config::default(), vs_ar()).watches_with(
                 vsc_api,
                 vsc_ar(),
                 watcher::Config::default(),
                 |content: DynamicObject| {
-                    let name = jstr(&content.data, &["spec", "volumeSnapshotRef", "name"])
-                        .map(str::to_string);
-                    let ns = jstr(&content.data, &["spec", "volumeSnapshotRef", "namespace"])
-                        .map(str::to_string);
-                    match (name, ns) {
-                        (Some(n), Some(ns)) => Some(ObjectRef::new_with(&n, vs_ar()).within(&ns)),
-                        _ => None,
-                    }
+                    let name = jstr(&content.data, &["spec", "volumeSnapshotRef", "name"])?;
+                    let ns = jstr(&content.data, &["spec", "volumeSnapshotRef", "namespace"])?;
+                    Some(ObjectRef::new_with(name, vs_ar()).within(ns))
                 },
             )
-            .run(
-                |vs, st| async move { reconcile_vs(vs, st).await.map_err(ReconcileError::from) },
-                |_, e, _| {
-                    tracing::debug!("snapshot controller: {e}");
-                    Action::requeue(Duration::from_secs(1))
-                },
-                st.clone(),
-            )
-            .for_each(|_| async {})
-    })
+        },
+        reconcile_vs,
+    )
     .await
 }
 
 pub(crate) async fn run_content_controller(st: Arc<Storage>) {
-    forever("volumesnapshotcontent", || {
-        let vsc_api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vsc_ar());
-        Controller::new_with(vsc_api, watcher::Config::default(), vsc_ar())
-            .run(
-                |c, st| async move { reconcile_content(c, st).await.map_err(ReconcileError::from) },
-                |_, e, _| {
-                    tracing::debug!("snapshot sidecar: {e}");
-                    Action::requeue(Duration::from_secs(1))
-                },
-                st.clone(),
-            )
-            .for_each(|_| async {})
-    })
+    run_controller(
+        st,
+        "volumesnapshotcontent",
+        |st| {
+            let vsc_api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vsc_ar());
+            Controller::new_with(vsc_api, watcher::Config::default(), vsc_ar())
+        },
+        reconcile_content,
+    )
     .await
 }
 
@@ -78,33 +64,16 @@ fn rfc3339_from_nanos(n: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(n).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-async fn set_error(api: &Api<DynamicObject>, name: &str, msg: &str) {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let patch = json!({"status": {"readyToUse": false, "error": {"message": msg, "time": now}}});
-    let _ = api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await;
-}
-
-/// The default VolumeSnapshotClass of the driver, or the named one: (name, deletionPolicy).
+/// The named VolumeSnapshotClass or the driver's default: (name, deletionPolicy).
 async fn snapshot_class(st: &Storage, name: Option<&str>) -> Result<(String, String)> {
-    let api: Api<DynamicObject> = Api::all_with(st.client.clone(), &vsclass_ar());
-    let classes = api.list(&Default::default()).await?;
-    let found = classes.items.into_iter().find(|c| {
-        let driver_ok = jstr(&c.data, &["driver"]) == Some(crate::DRIVER);
-        match name {
-            Some(n) => c.metadata.name.as_deref() == Some(n),
-            None => {
-                driver_ok
-                    && c.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("snapshot.storage.kubernetes.io/is-default-class"))
-                        .is_some_and(|v| v == "true")
-            }
-        }
-    });
-    let c = found.ok_or_else(|| {
+    let c = find_class(
+        &st.client,
+        &vsclass_ar(),
+        name,
+        "snapshot.storage.kubernetes.io/is-default-class",
+    )
+    .await?
+    .ok_or_else(|| {
         anyhow!(
             "VolumeSnapshotClass {} not found",
             name.unwrap_or("(default)")
@@ -162,73 +131,42 @@ async fn reconcile_vs(vs: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action
         (None, Some(pvc_name)) => {
             let cname = format!("snapcontent-{uid}");
             if contents.get_opt(&cname).await?.is_none() {
-                let pvc = Api::<PersistentVolumeClaim>::namespaced(st.client.clone(), &ns)
-                    .get_opt(pvc_name)
-                    .await?;
-                let Some(pvc) = pvc else {
-                    set_error(
-                        &api,
-                        &name,
-                        &format!("PersistentVolumeClaim {pvc_name} not found"),
-                    )
-                    .await;
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                };
-                let Some(pv_name) = pvc
-                    .spec
-                    .and_then(|s| s.volume_name)
-                    .filter(|s| !s.is_empty())
-                else {
-                    set_error(
-                        &api,
-                        &name,
-                        &format!("PersistentVolumeClaim {pvc_name} is not bound"),
-                    )
-                    .await;
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                };
-                let pv = Api::<PersistentVolume>::all(st.client.clone())
-                    .get(&pv_name)
-                    .await?;
-                let pspec = pv.spec.unwrap_or_default();
-                let Some(csi) = pspec.csi.filter(|c| c.driver == crate::DRIVER) else {
-                    return Ok(Action::await_change());
+                let (handle, block) = match claim_volume(&st, &ns, pvc_name).await? {
+                    ClaimVolume::Ours { handle, block, .. } => (handle, block),
+                    ClaimVolume::Foreign => return Ok(Action::await_change()),
+                    ClaimVolume::NotReady(msg) => {
+                        set_status_error(&api, &name, &msg).await;
+                        return Ok(Action::requeue(Duration::from_secs(1)));
+                    }
                 };
                 let class_name = jstr(&vs.data, &["spec", "volumeSnapshotClassName"]);
                 let (class, policy) = match snapshot_class(&st, class_name).await {
                     Ok(c) => c,
                     Err(e) => {
-                        set_error(&api, &name, &format!("{e:#}")).await;
+                        set_status_error(&api, &name, &format!("{e:#}")).await;
                         return Ok(Action::requeue(Duration::from_secs(2)));
                     }
                 };
                 ensure_finalizer(&api, &vs, &finalizers).await?;
-                let content = json!({
-                    "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-                    "metadata": {"name": cname},
-                    "spec": {
-                        "volumeSnapshotRef": {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-                                              "name": name, "namespace": ns, "uid": uid},
-                        "source": {"volumeHandle": csi.volume_handle},
-                        "driver": crate::DRIVER,
-                        "deletionPolicy": policy,
-                        "volumeSnapshotClassName": class,
-                        "sourceVolumeMode": pspec.volume_mode.unwrap_or_else(|| "Filesystem".into()),
-                    },
-                });
-                let obj: DynamicObject = serde_json::from_value(content)?;
-                match contents.create(&PostParams::default(), &obj).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
+                let content = Content {
+                    name: &cname,
+                    ns: &ns,
+                    vs_name: &name,
+                    vs_uid: Some(&uid),
+                    source: json!({"volumeHandle": handle}),
+                    policy: &policy,
+                    class: Some(&class),
+                    block,
                 }
+                .object()?;
+                create_if_absent(&contents, &content).await?;
             }
             cname
         }
         _ => return Ok(Action::await_change()),
     };
     let Some(content) = contents.get_opt(&content_name).await? else {
-        set_error(
+        set_status_error(
             &api,
             &name,
             &format!("VolumeSnapshotContent {content_name} not found"),
@@ -248,7 +186,7 @@ async fn reconcile_vs(vs: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Action
     }
     if !jbool(&content.data, &["status", "readyToUse"]) {
         if let Some(msg) = jstr(&content.data, &["status", "error", "message"]) {
-            set_error(&api, &name, msg).await;
+            set_status_error(&api, &name, msg).await;
         }
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -350,20 +288,17 @@ async fn reconcile_content(c: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Ac
     }
     if let Some(vol) = jstr(&c.data, &["spec", "source", "volumeHandle"]) {
         // Dynamic: take the snapshot now.
-        let pv = Api::<PersistentVolume>::all(st.client.clone())
+        let pspec = Api::<PersistentVolume>::all(st.client.clone())
             .get_opt(vol)
-            .await?;
-        let pspec = pv
+            .await?
             .and_then(|p| p.spec)
             .ok_or_else(|| anyhow!("source volume {vol} not found"))?;
-        let block = pspec.volume_mode.as_deref() == Some("Block");
-        let size = pspec
-            .capacity
-            .as_ref()
-            .and_then(|c| c.get("storage"))
-            .map(|q| super::parse_quantity(&q.0))
-            .transpose()?
-            .unwrap_or(0);
+        let Some(ClaimVolume::Ours { block, size, .. }) = volume_of(&pspec) else {
+            return Err(anyhow!(
+                "source volume {vol} is not a {} volume",
+                crate::DRIVER
+            ));
+        };
         let snap = format!("snap-{}", c.metadata.uid.clone().unwrap_or_default());
         let metas = st
             .take_snapshots(&[(vol.to_string(), snap, block, size)])
@@ -387,7 +322,7 @@ async fn reconcile_content(c: Arc<DynamicObject>, st: Arc<Storage>) -> Result<Ac
                 )
                 .await?;
             }
-            Err(e) => set_error(&api, &name, &format!("{e:#}")).await,
+            Err(e) => set_status_error(&api, &name, &format!("{e:#}")).await,
         }
     }
     Ok(Action::await_change())

@@ -64,3 +64,52 @@ pub fn alive(pid: i32) -> bool {
 pub fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("object")
 }
+
+/// Runs kubectl against the cluster: (success, stdout, stderr).
+pub fn kubectl(cluster: &TestCluster, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("kubectl (apt-get install kubernetes-client)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Retries kubectl until it succeeds with an output that `ok` accepts; returns it.
+pub async fn kubectl_until(
+    cluster: &TestCluster,
+    args: &[&str],
+    secs: u64,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (success, out, err) = kubectl(cluster, args);
+        if success && ok(&out) {
+            return out;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("kubectl {args:?}: never as expected; last: {out} {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a pod with the PVC `claim` at /data that runs `command` (restartPolicy Never)
+/// until it succeeds, and returns its logs.
+pub async fn pod_output(api: &Api<Pod>, name: &str, claim: &str, command: &[&str]) -> String {
+    let pod = obj(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
+            "command": command, "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]},
+    }));
+    api.create(&Default::default(), &pod).await.unwrap();
+    wait_phase(api, name, &["Succeeded"], 60).await;
+    api.logs(name, &Default::default()).await.unwrap()
+}
