@@ -338,7 +338,7 @@ impl Repository {
         let mut runs: Vec<IndexTable> = Vec::new();
         let mut loads = futures::stream::iter(ids.iter().copied())
             .map(|id| async move { self.load_index_file(&id).await })
-            .buffered(4);
+            .buffered(2);
         let mut batch: Vec<IndexFile> = Vec::new();
         let mut batch_entries = 0usize;
         let result = async {
