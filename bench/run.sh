@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Coffer vs restic, side by side on the same data, local repositories on the same disk.
-# Writes bench/RESULTS.md. Usage: bench/run.sh [WORKDIR]  (env IMAGE_MIB, TREE_FILES, TREE_MIB)
+# Writes bench/RESULTS.md. Usage: bench/run.sh [WORKDIR]  (env IMAGE_MIB, TREE_FILES, TREE_MIB,
+# ROUNDS: the whole sequence runs ROUNDS times on fresh repositories and copies of the same
+# data, and each cell is the median, because a shared disk's speed varies from run to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -8,6 +10,7 @@ work=${1:-$root/bench/work}
 IMAGE_MIB=${IMAGE_MIB:-2048}
 TREE_FILES=${TREE_FILES:-50000}
 TREE_MIB=${TREE_MIB:-1024}
+ROUNDS=${ROUNDS:-3}
 
 need=()
 command -v restic >/dev/null || need+=(restic)
@@ -20,17 +23,16 @@ echo "==> building coffer (release)" >&2
 cargo build -q --release -j2 -p coffer
 coffer=$root/target/release/coffer
 
-rm -rf "$work" && mkdir -p "$work"
+rm -rf "$work" && mkdir -p "$work/pristine"
 cd "$work"
 echo "==> generating data (fixed seeds)" >&2
-python3 "$root/bench/gen.py" image disk.img "$IMAGE_MIB"
-python3 "$root/bench/gen.py" tree tree "$TREE_FILES" "$TREE_MIB"
+python3 "$root/bench/gen.py" image pristine/disk.img "$IMAGE_MIB"
+python3 "$root/bench/gen.py" tree pristine/tree "$TREE_FILES" "$TREE_MIB"
 
 export COFFER_PASSWORD=bench RESTIC_PASSWORD=bench COFFER_CACHE_DIR=$work/coffer-cache RESTIC_CACHE_DIR=$work/restic-cache
-"$coffer" --repo "$work/coffer-repo" repo init >/dev/null
-restic init --repo "$work/restic-repo" >/dev/null 2>&1
 results=$work/results.tsv
 : >"$results"
+round=0
 
 # run LABEL TOOL BYTES -- command...: wall seconds and peak RSS via GNU time.
 run() {
@@ -43,15 +45,18 @@ run() {
   read -r secs rss <"$work/time.out"
   local repo_bytes
   repo_bytes=$(du -sb "$work/$tool-repo" | cut -f1)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$tool" "$secs" "$rss" "$bytes" "$repo_bytes" >>"$results"
-  echo "$label / $tool: ${secs}s, ${rss} KiB peak, repo $repo_bytes bytes" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$tool" "$secs" "$rss" "$bytes" "$repo_bytes" "$round" >>"$results"
+  echo "[round $round] $label / $tool: ${secs}s, ${rss} KiB peak, repo $repo_bytes bytes" >&2
 }
 
+one_round() {
+rm -rf disk.img tree coffer-repo restic-repo coffer-cache restic-cache restore-c restore-r
+cp --sparse=never pristine/disk.img disk.img
+cp -a pristine/tree tree
+"$coffer" --repo "$work/coffer-repo" repo init >/dev/null
+restic init --repo "$work/restic-repo" >/dev/null 2>&1
 img_bytes=$(stat -c %s disk.img)
 tree_bytes=$(du -sb tree | cut -f1)
-C() { "$coffer" --repo "$work/coffer-repo" "$@"; }
-R() { restic --repo "$work/restic-repo" "$@"; }
-
 run "image: first backup" coffer "$img_bytes" -- "$coffer" --repo "$work/coffer-repo" volume backup disk.img --json
 run "image: first backup" restic "$img_bytes" -- restic --repo "$work/restic-repo" backup disk.img
 run "image: unchanged re-backup" coffer "$img_bytes" -- "$coffer" --repo "$work/coffer-repo" volume backup disk.img --parent auto --json
@@ -81,23 +86,33 @@ run "tree: full restore" coffer "$tree_bytes" -- "$coffer" --repo "$work/coffer-
 run "tree: full restore" restic "$tree_bytes" -- restic --repo "$work/restic-repo" restore latest --path "$work/tree" --target restore-r
 diff -r tree restore-c/tree >/dev/null && echo "coffer tree restore verified" >&2
 
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  one_round
+done
+
 python3 - "$results" "$root/bench/RESULTS.md" "$(nproc)" "$(restic version | head -1)" "$IMAGE_MIB" "$TREE_FILES" "$TREE_MIB" <<'PY'
 import sys, datetime, platform
 res, out, cores, restic, img, files, tmib = sys.argv[1:8]
+import statistics
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
-by = {}
+samples = {}
 order = []
-for label, tool, secs, rss, nbytes, repo in rows:
+for label, tool, secs, rss, nbytes, repo, rnd in rows:
     if label.endswith("(same data, restic)"):
         label = label.replace(" (same data, restic)", ", --changed-ranges")
-    if label not in by:
-        order.append(label); by[label] = {}
-    by[label][tool] = (float(secs), int(rss), int(nbytes), int(repo))
+    if label not in samples:
+        order.append(label); samples[label] = {}
+    samples[label].setdefault(tool, []).append((float(secs), int(rss), int(nbytes), int(repo)))
+rounds = max(len(v) for d in samples.values() for v in d.values())
+by = {label: {tool: (statistics.median(s[0] for s in v), int(statistics.median(s[1] for s in v)), v[-1][2], v[-1][3])
+              for tool, v in d.items()} for label, d in samples.items()}
 L = []
 L.append("# Benchmark: coffer vs restic\n")
 L.append(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.machine()} with {cores} cores; {restic}.")
 L.append(f"Data (fixed seeds, bench/gen.py): a {img} MiB raw image (4 MiB runs: ~40% zeros, ~30% random, ~30% text) and a tree of {files} files (~{tmib} MiB).")
-L.append("Both tools back up to local repositories on the same disk; page cache dropped before each run. For the changed-ranges row restic backs up the same mutated image without change information (it has none).\n")
+L.append(f"Both tools back up to local repositories on the same disk; page cache dropped before each run. Each cell is the median of {rounds} rounds (fresh repositories, the same data). For the changed-ranges row restic backs up the same mutated image without change information (it has none).\n")
 L.append("| step | coffer s | restic s | speed-up | coffer MiB/s | restic MiB/s | coffer peak RSS MiB | restic peak RSS MiB | coffer repo MiB | restic repo MiB |")
 L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for label in order:

@@ -58,12 +58,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // Buffers of a MiB and more (chunks, pack spans) come and go on many threads; glibc's
-    // adaptive threshold would keep serving them from per-thread heaps that never shrink.
-    // A fixed threshold maps them directly and gives the memory back when they are freed.
+    // Chunk and pack buffers of a MiB and more are allocated on many threads; glibc gives
+    // each thread its own heap, which holds freed memory. Two heaps keep peak memory near
+    // what is really in use without slowing anything (bench/RESULTS.md).
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     tracing_subscriber::fmt()
         .with_env_filter(

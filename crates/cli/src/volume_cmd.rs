@@ -39,6 +39,10 @@ pub struct BackupArgs {
     /// JSON file of changed byte ranges since the parent: [{"offset":N,"length":N},...].
     #[arg(long, value_name = "FILE")]
     pub changed_ranges: Option<PathBuf>,
+    /// Read everything, even image files and files the parent shows unchanged (same size,
+    /// times and inode).
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -176,6 +180,7 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
                     tags,
                     parent,
                     changed_ranges,
+                    force: a.force,
                     progress,
                 },
             )
@@ -187,6 +192,7 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
                     source: &source,
                     tags,
                     parent,
+                    force: a.force,
                     progress,
                 },
             )

@@ -100,6 +100,14 @@ fn block_round_trip_changed_ranges_and_delta() {
     let again = env.ok_json(&["volume", "backup", img_s, "--parent", "auto", "--json"]);
     assert_eq!(again["parent"].as_str().unwrap(), first_id);
     assert!(again["bytes_new"].as_u64().unwrap() < 4096, "{again}");
+    // The image file is unchanged (size, times, inode): it is not even read...
+    assert_eq!(again["bytes_read"], 0, "{again}");
+    // ...unless --force says so; then every block is read and still nothing is new.
+    let forced = env.ok_json(&[
+        "volume", "backup", img_s, "--parent", "auto", "--force", "--json",
+    ]);
+    assert_eq!(forced["bytes_read"], again["bytes_total"], "{forced}");
+    assert!(forced["bytes_new"].as_u64().unwrap() < 4096, "{forced}");
 
     // Change 3 small ranges in 2 blocks; only those blocks are read.
     for (off, seed) in [

@@ -142,6 +142,8 @@ pub struct BlockBackup<'a> {
     pub tags: BTreeMap<String, String>,
     pub parent: Option<Snapshot>,
     pub changed_ranges: Option<Vec<ByteRange>>,
+    /// Read every block even when the parent shows the image file unchanged.
+    pub force: bool,
     pub progress: Progress,
 }
 
@@ -163,6 +165,23 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
         None => None,
     };
     let mut plans: Vec<Plan> = (0..n_blocks).map(|_| Plan::Read).collect();
+    // An image file whose size, times and inode match the parent's is not read again:
+    // every block comes from the parent (restic skips unchanged files the same way).
+    let stat = file.metadata().ok().and_then(|m| crate::SourceStat::of(&m));
+    let parent_stat: Option<crate::SourceStat> = b
+        .parent
+        .as_ref()
+        .and_then(|p| p.summary.get("source_stat"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    if let (false, None, Some(pm), Some(st)) = (b.force, &b.changed_ranges, &parent_map, stat)
+        && parent_stat == Some(st)
+        && pm.volume_size == size
+        && pm.block_size == block_size
+    {
+        for (plan, block) in plans.iter_mut().zip(&pm.blocks) {
+            *plan = Plan::Reuse(*block);
+        }
+    }
     if let Some(ranges) = &b.changed_ranges {
         let Some(pm) = &parent_map else {
             return Err(Error::Invalid(
@@ -263,6 +282,7 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
         bytes_total: size,
         bytes_read,
         blocks_zero: Some(zero_blocks),
+        source_stat: stat,
         ..Default::default()
     };
     crate::commit_backup(writer, summary, b.tags, b.parent.as_ref(), root, started).await

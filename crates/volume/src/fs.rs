@@ -24,6 +24,36 @@ use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err};
 
 /// Files read at once.
 const FILES_IN_FLIGHT: usize = 8;
+/// Pack spans read and decoded at once during a restore (each at most 8 MiB).
+const RESTORE_SPANS: usize = 3;
+/// Files kept open while restoring contents.
+const OPEN_FILES: usize = 64;
+
+/// A small cache of files open for writing during a restore, evicting the least
+/// recently used.
+#[derive(Default)]
+struct OpenFiles {
+    files: Vec<(usize, File)>,
+}
+
+impl OpenFiles {
+    fn get(&mut self, index: usize, path: &Path) -> Result<&File> {
+        if let Some(pos) = self.files.iter().position(|(i, _)| *i == index) {
+            let hit = self.files.remove(pos);
+            self.files.push(hit);
+        } else {
+            if self.files.len() >= OPEN_FILES {
+                self.files.remove(0);
+            }
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|err| io_err(path, err))?;
+            self.files.push((index, f));
+        }
+        Ok(&self.files.last().expect("just pushed").1)
+    }
+}
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +189,8 @@ pub struct FsBackup<'a> {
     pub source: &'a Path,
     pub tags: BTreeMap<String, String>,
     pub parent: Option<Snapshot>,
+    /// Read every file even when the parent shows it unchanged.
+    pub force: bool,
     pub progress: Progress,
 }
 
@@ -173,12 +205,12 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
         )));
     }
     let parent_entries: HashMap<Vec<u8>, Entry> = match &b.parent {
-        Some(p) => load_tree(repo, p)
+        Some(p) if !b.force => load_tree(repo, p)
             .await?
             .into_iter()
             .map(|e| (e.path.clone(), e))
             .collect(),
-        None => HashMap::new(),
+        _ => HashMap::new(),
     };
 
     // Walk: entries in order, without file contents yet.
@@ -533,43 +565,62 @@ pub async fn restore(
         };
         res.map_err(|err| io_err(&p, err))?;
     }
-    let written: Vec<u64> = futures::stream::iter(files)
-        .map(|(p, e)| {
-            let repo = repo.clone();
-            let progress = r.progress.clone();
-            async move {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&p)
-                    .map_err(|err| io_err(&p, err))?;
-                file.set_len(e.size).map_err(|err| io_err(&p, err))?;
-                let file = std::sync::Arc::new(file);
-                let mut n = 0u64;
-                let mut reads = futures::stream::iter(e.chunks.iter().cloned())
-                    .map(|c| {
-                        let repo = repo.clone();
-                        async move { Ok::<_, Error>((c.offset, repo.read_chunk(&Id(c.id)).await?)) }
-                    })
-                    .buffered(4);
-                while let Some(item) = reads.next().await {
-                    let (offset, data) = item?;
-                    let f = file.clone();
-                    let len = data.len() as u64;
-                    tokio::task::spawn_blocking(move || f.write_all_at(&data, offset))
-                        .await
-                        .expect("write panicked")
-                        .map_err(|err| io_err(&p, err))?;
-                    n += len;
-                    progress.add(len);
-                }
-                Ok::<_, Error>(n)
+    // File contents: every file created at its size (sparse), then the chunks fetched pack
+    // by pack in large reads and written where they belong. Chunks of one file sit
+    // together in packs, so a small cache of open files serves nearly every write.
+    let mut wanted: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+    let mut order: Vec<Id> = Vec::new();
+    for (i, (p, e)) in files.iter().enumerate() {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .map_err(|err| io_err(p, err))?;
+        file.set_len(e.size).map_err(|err| io_err(p, err))?;
+        for c in &e.chunks {
+            let places = wanted.entry(Id(c.id)).or_default();
+            if places.is_empty() {
+                order.push(Id(c.id));
             }
+            places.push((i, c.offset));
+        }
+    }
+    let files = std::sync::Arc::new(files);
+    let open = std::sync::Arc::new(std::sync::Mutex::new(OpenFiles::default()));
+    let mut written = 0u64;
+    let mut chunks = std::pin::pin!(repo.read_chunks_by_pack(&order, RESTORE_SPANS)?);
+    while let Some(batch) = chunks.next().await {
+        let batch = batch?;
+        let writes: Vec<(usize, u64, Bytes)> = batch
+            .into_iter()
+            .flat_map(|(id, data)| {
+                wanted
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .map(move |&(f, offset)| (f, offset, data.clone()))
+            })
+            .collect();
+        let (files, open) = (files.clone(), open.clone());
+        let n = tokio::task::spawn_blocking(move || {
+            let mut open = open.lock().unwrap();
+            let mut n = 0u64;
+            for (f, offset, data) in writes {
+                let path = &files[f].0;
+                open.get(f, path)?
+                    .write_all_at(&data, offset)
+                    .map_err(|err| io_err(path, err))?;
+                n += data.len() as u64;
+            }
+            Ok::<_, Error>(n)
         })
-        .buffer_unordered(FILES_IN_FLIGHT)
-        .try_collect()
-        .await?;
+        .await
+        .expect("write task panicked")?;
+        written += n;
+        r.progress.add(n);
+    }
+    drop(open);
     // Hard links after their first name exists.
     for (e, sel) in entries.iter().zip(&selected) {
         if *sel && e.kind == Kind::Hardlink {
@@ -590,7 +641,7 @@ pub async fn restore(
         snapshot_id: snap.id.to_hex(),
         target: target.display().to_string(),
         bytes_total: total,
-        bytes_written: written.iter().sum(),
+        bytes_written: written,
         blocks_changed: None,
         files: Some(
             entries

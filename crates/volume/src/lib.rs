@@ -85,6 +85,36 @@ pub struct BackupSummary {
     pub files_unchanged: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocks_zero: Option<u64>,
+    /// For image files: what identified the file at backup time, so that the next backup
+    /// can see it unchanged without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_stat: Option<SourceStat>,
+}
+
+/// A regular file's identity and change times; equal values mean unchanged content (the
+/// same rule restic and coffer's file-tree mode use).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceStat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl SourceStat {
+    /// The stat of a regular file; None for devices and others (whose times say nothing
+    /// about their content).
+    pub fn of(meta: &std::fs::Metadata) -> Option<SourceStat> {
+        use std::os::unix::fs::MetadataExt;
+        meta.is_file().then(|| SourceStat {
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        })
+    }
 }
 
 /// Numbers every restore reports.
