@@ -68,8 +68,10 @@ python3 "$root/bench/gen.py" mutate-image disk.img ranges.json
 run "image: backup after 2% mutation, --changed-ranges" coffer "$img_bytes" -- "$coffer" --repo "$work/coffer-repo" volume backup disk.img --parent auto --changed-ranges ranges.json --json
 run "image: backup after 2% mutation (same data, restic)" restic "$img_bytes" -- restic --repo "$work/restic-repo" backup disk.img
 rm -rf restore-c restore-r && mkdir restore-c restore-r
-run "image: full restore" coffer "$img_bytes" -- "$coffer" --repo "$work/coffer-repo" volume restore latest --target restore-c/disk.img --json
-run "image: full restore" restic "$img_bytes" -- restic --repo "$work/restic-repo" restore latest --target restore-r
+# Restores are timed until the data is on disk: each tool's command is followed by sync
+# (coffer syncs what it restores itself; restic leaves it in the page cache).
+run "image: full restore" coffer "$img_bytes" -- sh -c '"$0" --repo "$1/coffer-repo" volume restore latest --target restore-c/disk.img --json && sync' "$coffer" "$work"
+run "image: full restore" restic "$img_bytes" -- sh -c 'restic --repo "$1/restic-repo" restore latest --target restore-r && sync' restic "$work"
 cmp disk.img restore-c/disk.img
 cmp disk.img "$(find restore-r -name disk.img -type f | head -1)"
 echo "image restores verified (both tools)" >&2
@@ -82,8 +84,8 @@ python3 "$root/bench/gen.py" mutate-tree tree
 run "tree: backup after 1% mutation" coffer "$tree_bytes" -- "$coffer" --repo "$work/coffer-repo" volume backup tree --parent auto --json
 run "tree: backup after 1% mutation" restic "$tree_bytes" -- restic --repo "$work/restic-repo" backup tree
 rm -rf restore-c restore-r && mkdir restore-c restore-r
-run "tree: full restore" coffer "$tree_bytes" -- "$coffer" --repo "$work/coffer-repo" volume restore latest --target restore-c/tree --json
-run "tree: full restore" restic "$tree_bytes" -- restic --repo "$work/restic-repo" restore latest --path "$work/tree" --target restore-r
+run "tree: full restore" coffer "$tree_bytes" -- sh -c '"$0" --repo "$1/coffer-repo" volume restore latest --target restore-c/tree --json && sync' "$coffer" "$work"
+run "tree: full restore" restic "$tree_bytes" -- sh -c 'restic --repo "$1/restic-repo" restore latest --path "$1/tree" --target restore-r && sync' restic "$work"
 diff -r tree restore-c/tree >/dev/null && echo "coffer tree restore verified" >&2
 
 }
@@ -112,7 +114,7 @@ L = []
 L.append("# Benchmark: coffer vs restic\n")
 L.append(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.machine()} with {cores} cores; {restic}.")
 L.append(f"Data (fixed seeds, bench/gen.py): a {img} MiB raw image (4 MiB runs: ~40% zeros, ~30% random, ~30% text) and a tree of {files} files (~{tmib} MiB).")
-L.append(f"Both tools back up to local repositories on the same disk; page cache dropped before each run. Each cell is the median of {rounds} rounds (fresh repositories, the same data). For the changed-ranges row restic backs up the same mutated image without change information (it has none).\n")
+L.append(f"Both tools back up to local repositories on the same disk; page cache dropped before each run; restores are timed until their data is on disk (each command followed by sync). Each cell is the median of {rounds} rounds (fresh repositories, the same data). For the changed-ranges row restic backs up the same mutated image without change information (it has none).\n")
 L.append("| step | coffer s | restic s | speed-up | coffer MiB/s | restic MiB/s | coffer peak RSS MiB | restic peak RSS MiB | coffer repo MiB | restic repo MiB |")
 L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for label in order:

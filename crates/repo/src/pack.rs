@@ -231,15 +231,18 @@ pub fn open_blob(
     id: &Id,
     sealed: &[u8],
     raw_length: u32,
-) -> Result<Vec<u8>, String> {
+) -> Result<bytes::Bytes, String> {
     let plain = keys.open(&id.0, sealed)?;
     let data = match plain.first() {
-        Some(&RAW) => plain[1..].to_vec(),
+        // The plaintext buffer itself, past the marker: no copy.
+        Some(&RAW) => bytes::Bytes::from(plain).slice(1..),
         Some(&ZSTD) => {
+            // The index knows the size: one-shot decompression into an exact buffer.
             let mut out = Vec::with_capacity(raw_length as usize);
-            zstd::stream::copy_decode(&plain[1..], &mut out)
+            zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(&plain[1..], &mut out))
                 .map_err(|e| format!("decompression failed: {e}"))?;
-            out
+            bytes::Bytes::from(out)
         }
         _ => return Err("unknown compression marker".into()),
     };

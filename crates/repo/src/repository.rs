@@ -497,7 +497,7 @@ impl Repository {
         })
         .await
         .expect("decrypt task panicked");
-        data.map(Bytes::from).map_err(|reason| Error::DamagedChunk {
+        data.map_err(|reason| Error::DamagedChunk {
             chunk: *id,
             pack: loc.pack,
             reason,
@@ -573,9 +573,7 @@ impl Repository {
                                 let data = span.as_ref().ok().and_then(|span| {
                                     let from = (loc.offset as u64 - start) as usize;
                                     let sealed = span.get(from..from + loc.length as usize)?;
-                                    pack::open_blob(&keys.keys, &id, sealed, loc.raw_length)
-                                        .ok()
-                                        .map(Bytes::from)
+                                    pack::open_blob(&keys.keys, &id, sealed, loc.raw_length).ok()
                                 });
                                 (id, loc, data)
                             })

@@ -25,7 +25,7 @@ use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err};
 /// Files read at once.
 const FILES_IN_FLIGHT: usize = 8;
 /// Pack spans read and decoded at once during a restore (each at most 8 MiB).
-const RESTORE_SPANS: usize = 3;
+const RESTORE_SPANS: usize = 2;
 /// Files kept open while restoring contents.
 const OPEN_FILES: usize = 64;
 
@@ -534,9 +534,9 @@ pub async fn restore(
         }
     };
 
-    // Create everything but hard links; file contents are written concurrently.
-    let mut files = Vec::new();
-    for (e, sel) in entries.iter().zip(&selected) {
+    // Create everything but hard links; file contents come after, pack by pack.
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    for (i, (e, sel)) in entries.iter().zip(&selected).enumerate() {
         if !sel {
             continue;
         }
@@ -544,7 +544,7 @@ pub async fn restore(
         let res = match e.kind {
             Kind::Dir => std::fs::create_dir_all(&p),
             Kind::File => {
-                files.push((p.clone(), e.clone()));
+                files.push((p.clone(), i));
                 Ok(())
             }
             Kind::Symlink => {
@@ -570,7 +570,8 @@ pub async fn restore(
     // together in packs, so a small cache of open files serves nearly every write.
     let mut wanted: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
     let mut order: Vec<Id> = Vec::new();
-    for (i, (p, e)) in files.iter().enumerate() {
+    for (i, (p, entry)) in files.iter().enumerate() {
+        let e = &entries[*entry];
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -635,6 +636,15 @@ pub async fn restore(
         if *sel && e.kind != Kind::Hardlink {
             let p = path_of(e);
             apply_metadata(&p, e).map_err(|err| io_err(&p, err))?;
+        }
+    }
+    // A restore is done when its data is on disk: flush the target's file system.
+    let dir = File::open(&target).map_err(|e| io_err(&target, e))?;
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs on an open descriptor.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io_err(&target, std::io::Error::last_os_error()));
         }
     }
     Ok(RestoreSummary {
