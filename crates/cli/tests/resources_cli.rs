@@ -829,12 +829,7 @@ async fn failures_are_reported_per_object_and_the_rest_restores() {
     );
     assert!(!out.status.success());
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let failed: Vec<&Value> = report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["result"] == "failed")
-        .collect();
+    let failed = failed_results(&report);
     assert_eq!(failed.len(), 1, "{report:#}");
     assert_eq!(failed[0]["kind"], "Widget");
     assert!(
@@ -892,6 +887,16 @@ async fn failures_are_reported_per_object_and_the_rest_restores() {
     let _ = json!(null);
 }
 
+/// The results of a restore report that failed.
+fn failed_results(report: &Value) -> Vec<&Value> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"] == "failed")
+        .collect()
+}
+
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -925,12 +930,7 @@ async fn old_api_versions_transforms_and_mappings() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     // PodSecurityPolicy has no successor: reported, and the exit code says so.
     assert!(!out.status.success());
-    let failed: Vec<&Value> = report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["result"] == "failed")
-        .collect();
+    let failed = failed_results(&report);
     assert_eq!(failed.len(), 1, "{report:#}");
     assert_eq!(failed[0]["kind"], "PodSecurityPolicy");
     assert!(

@@ -140,6 +140,27 @@ struct Item {
 }
 
 impl Item {
+    /// A stored object about to be planned (created unless the plan decides otherwise).
+    fn stored(e: &Entry, res: ServedResource, object: Value, notes: Vec<String>) -> Item {
+        Item {
+            old_uid: object["metadata"]["uid"].as_str().map(str::to_string),
+            owners: object["metadata"]["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            src_ns: e.namespace.clone(),
+            src_name: e.name.clone(),
+            res,
+            object,
+            action: "create",
+            reason: None,
+            notes,
+            live: None,
+            failed: false,
+            sanitized_with: SanitizeOptions::default(),
+        }
+    }
+
     fn tgt_ns(&self) -> Option<&str> {
         namespace_of(&self.object)
     }
@@ -256,23 +277,7 @@ pub async fn restore(
         if res.group == "apiextensions.k8s.io" && res.kind == "CustomResourceDefinition" {
             disc.add_crd(&obj);
         }
-        items.push(Item {
-            old_uid: obj["metadata"]["uid"].as_str().map(str::to_string),
-            owners: obj["metadata"]["ownerReferences"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-            src_ns: e.namespace.clone(),
-            src_name: e.name.clone(),
-            res,
-            object: obj,
-            action: "create",
-            reason: None,
-            notes,
-            live: None,
-            failed: false,
-            sanitized_with: SanitizeOptions::default(),
-        });
+        items.push(Item::stored(e, res, obj, notes));
     }
     // Custom resources whose CRD the loop above only met later: resolve them again now
     // that every restored CRD is known.
@@ -297,23 +302,7 @@ pub async fn restore(
             .expect("failed entries come from the catalog");
         let obj = Catalog::read_object(repo, e).await?;
         match resolve_target(&disc, e, obj) {
-            Ok((obj, res, notes)) => items.push(Item {
-                old_uid: obj["metadata"]["uid"].as_str().map(str::to_string),
-                owners: obj["metadata"]["ownerReferences"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                src_ns: e.namespace.clone(),
-                src_name: e.name.clone(),
-                res,
-                object: obj,
-                action: "create",
-                reason: None,
-                notes,
-                live: None,
-                failed: false,
-                sanitized_with: SanitizeOptions::default(),
-            }),
+            Ok((obj, res, notes)) => items.push(Item::stored(e, res, obj, notes)),
             Err(reason) => results_pre.push(failed_entry(e, reason)),
         }
     }
