@@ -245,6 +245,23 @@ fn fs_round_trip_with_metadata_and_incremental() {
     sparse.set_len(1 << 30).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&sparse, b"middle", 1 << 29).unwrap();
     drop(sparse);
+    // Holes only; a small file with a leading hole; the same contents under two names
+    // (one chunk written to two files); a read-only file (its mode is set after writing).
+    std::fs::File::create(src.join("hollow"))
+        .unwrap()
+        .set_len(MIB as u64)
+        .unwrap();
+    let small_sparse = std::fs::File::create(src.join("small-sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&small_sparse, b"tail", 500 << 10).unwrap();
+    drop(small_sparse);
+    std::fs::write(src.join("twin-a"), pseudo_random(9, 40_000)).unwrap();
+    std::fs::write(src.join("twin-b"), pseudo_random(9, 40_000)).unwrap();
+    std::fs::write(src.join("read-only"), b"frozen").unwrap();
+    std::fs::set_permissions(
+        src.join("read-only"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o444),
+    )
+    .unwrap();
     xattr::set(d.join("small.txt"), "user.colour", b"blue").unwrap();
     xattr::set(d.join("small.txt"), "trusted.secret", b"s").unwrap();
     std::os::unix::fs::chown(d.join("small.txt"), Some(1234), Some(4321)).unwrap();

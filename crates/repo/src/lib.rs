@@ -40,7 +40,7 @@ pub use prune::{PruneOptions, PruneReport};
 pub use repository::{ChunkerParams, InitOptions, RepoConfig, Repository};
 pub use snapshot::{NewSnapshot, Snapshot};
 pub use stats::RepoStats;
-pub use writer::{Added, WriteStats, Writer};
+pub use writer::{Added, SealedChunk, WriteStats, Writer};
 
 /// This machine's name, recorded in snapshots and key slots.
 pub(crate) fn hostname() -> String {

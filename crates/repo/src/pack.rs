@@ -204,25 +204,106 @@ impl std::fmt::Display for Compression {
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
-/// Compresses `data` (kept raw when compression does not make it smaller) and seals it.
+/// Compresses `data` (kept raw when compression does not make it smaller) and seals it,
+/// compressing straight into the sealed buffer.
 pub fn seal_blob(keys: &MasterKeys, id: &Id, data: &[u8], compression: Compression) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(data.len() + 1);
-    match compression {
-        Compression::Zstd(level) if looks_compressible(data) => {
-            plain.push(ZSTD);
-            let ok = zstd::stream::copy_encode(data, &mut plain, level).is_ok();
-            if !ok || plain.len() > data.len() {
-                plain.clear();
-                plain.push(RAW);
-                plain.extend_from_slice(data);
+    let level = match compression {
+        Compression::Zstd(level) if looks_compressible(data) => Some(level),
+        _ => None,
+    };
+    keys.seal_with(&id.0, data.len() + 1, |out| {
+        let start = out.len();
+        if let Some(level) = level {
+            out.push(ZSTD);
+            // Room for output strictly smaller than the input: zstd gives up (an error)
+            // as soon as it would not save anything.
+            let limit = data.len().saturating_sub(1);
+            out.resize(start + 1 + limit, 0);
+            if let Some(n) = zstd_compress(level, data, &mut out[start + 1..]) {
+                out.truncate(start + 1 + n);
+                return;
             }
+            out.truncate(start);
         }
-        _ => {
-            plain.push(RAW);
-            plain.extend_from_slice(data);
+        out.push(RAW);
+        out.extend_from_slice(data);
+    })
+}
+
+/// Compression contexts are costly to set up (tables of up to megabytes, cleared on
+/// creation) and large to keep, so a few are shared: at most one per core, which is also
+/// as many compressions as can usefully run at once. A thread that finds none free waits.
+struct CompressorPool {
+    /// Idle contexts with the level each was last set to.
+    idle: std::sync::Mutex<(Vec<(i32, zstd::bulk::Compressor<'static>)>, usize)>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+static COMPRESSORS: std::sync::LazyLock<CompressorPool> =
+    std::sync::LazyLock::new(|| CompressorPool {
+        idle: std::sync::Mutex::new((Vec::new(), 0)),
+        freed: std::sync::Condvar::new(),
+        max: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    });
+
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One-shot zstd compression of `data` into `out` (a standard frame with its content
+/// size); None when it does not fit.
+fn zstd_compress(level: i32, data: &[u8], out: &mut [u8]) -> Option<usize> {
+    let pool = &*COMPRESSORS;
+    let (mut set_to, mut ctx) = {
+        let mut guard = pool.idle.lock().unwrap();
+        loop {
+            let (idle, created) = &mut *guard;
+            if let Some(pos) = idle.iter().position(|(l, _)| *l == level) {
+                break idle.swap_remove(pos);
+            }
+            if let Some(any) = idle.pop() {
+                break any;
+            }
+            if *created < pool.max {
+                *created += 1;
+                drop(guard);
+                match zstd::bulk::Compressor::new(level) {
+                    Ok(c) => break (level, c),
+                    Err(_) => {
+                        pool.idle.lock().unwrap().1 -= 1;
+                        return None;
+                    }
+                }
+            }
+            guard = pool.freed.wait(guard).unwrap();
         }
+    };
+    let mut n = None;
+    if set_to == level || ctx.set_compression_level(level).is_ok() {
+        set_to = level;
+        n = ctx.compress_to_buffer(data, out).ok();
     }
-    keys.seal(&id.0, &plain)
+    pool.idle.lock().unwrap().0.push((set_to, ctx));
+    pool.freed.notify_one();
+    n
+}
+
+/// One-shot zstd decompression into a buffer of exactly `size` bytes.
+fn zstd_decompress(data: &[u8], size: usize) -> Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let mut out = Vec::with_capacity(size);
+        d.as_mut()
+            .unwrap()
+            .decompress_to_buffer(data, &mut out)
+            .map_err(|e| format!("decompression failed: {e}"))?;
+        Ok(out)
+    })
 }
 
 /// Opens a sealed blob and checks that its plaintext hashes to `id`.
@@ -238,11 +319,7 @@ pub fn open_blob(
         Some(&RAW) => bytes::Bytes::from(plain).slice(1..),
         Some(&ZSTD) => {
             // The index knows the size: one-shot decompression into an exact buffer.
-            let mut out = Vec::with_capacity(raw_length as usize);
-            zstd::bulk::Decompressor::new()
-                .and_then(|mut d| d.decompress_to_buffer(&plain[1..], &mut out))
-                .map_err(|e| format!("decompression failed: {e}"))?;
-            bytes::Bytes::from(out)
+            bytes::Bytes::from(zstd_decompress(&plain[1..], raw_length as usize)?)
         }
         _ => return Err("unknown compression marker".into()),
     };
@@ -271,10 +348,10 @@ fn looks_compressible(data: &[u8]) -> bool {
         &data[mid..mid + SAMPLE],
         &data[data.len() - SAMPLE..],
     ];
-    samples.iter().any(|s| match zstd::bulk::compress(s, 1) {
-        Ok(c) => c.len() < s.len() * 97 / 100,
-        Err(_) => true,
-    })
+    let mut out = [0u8; SAMPLE * 97 / 100];
+    samples
+        .iter()
+        .any(|s| zstd_compress(1, s, &mut out).is_some())
 }
 
 #[cfg(test)]

@@ -517,7 +517,7 @@ impl Repository {
         ids: &[ChunkId],
         concurrency: usize,
     ) -> Result<impl futures::Stream<Item = Result<Vec<(ChunkId, Bytes)>>> + '_> {
-        const SPAN_MAX: u64 = 8 << 20;
+        const SPAN_MAX: u64 = 4 << 20;
         const GAP_MAX: u64 = 256 << 10;
         let mut located: Vec<(ChunkId, ChunkLocation)> = Vec::with_capacity(ids.len());
         let mut seen = std::collections::HashSet::with_capacity(ids.len());

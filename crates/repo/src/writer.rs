@@ -38,6 +38,8 @@ pub const SESSION_STALE: Duration = Duration::from_secs(10 * 60);
 const INDEX_FLUSH_PACKS: usize = 64;
 /// Packs closed in the background at once (bounds memory and open uploads).
 const MAX_CLOSING: usize = 2;
+/// Bytes of sealed blobs gathered before they are written to the open pack.
+const PACK_WRITE_BUFFER: usize = 1 << 20;
 
 /// Result of [`Writer::add`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,23 @@ pub struct Added {
     pub new: bool,
     /// Bytes added to the repository for this chunk (0 when deduplicated).
     pub stored_bytes: u64,
+}
+
+/// A chunk hashed and, if the repository needs it, compressed and encrypted by
+/// [`Writer::seal`], waiting for [`Writer::store`].
+pub struct SealedChunk {
+    kind: BlobKind,
+    pub id: ChunkId,
+    raw_len: u32,
+    /// None when the repository (or this session) has the chunk already.
+    sealed: Option<Vec<u8>>,
+}
+
+impl SealedChunk {
+    /// The chunk's plaintext length.
+    pub fn raw_len(&self) -> u32 {
+        self.raw_len
+    }
 }
 
 /// Counters of one session.
@@ -114,6 +133,10 @@ pub(crate) async fn write_deletion_plan(repo: &Repository, plan: &DeletionPlan) 
 struct OpenPack {
     id: Id,
     writer: opendal::Writer,
+    /// Sealed blobs not yet handed to the backend: written in pieces of
+    /// `PACK_WRITE_BUFFER` bytes, not one backend call per blob (each costs a hand-off to
+    /// the blocking pool and a system call on a local disk).
+    pending: Vec<u8>,
     written: u64,
     entries: Vec<BlobEntry>,
 }
@@ -281,23 +304,49 @@ impl Writer {
     async fn add_inner(&self, kind: BlobKind, data: Bytes, force: bool) -> Result<Added> {
         self.check_failed()?;
         let this = self.clone();
-        let (id, sealed, raw_len) = tokio::task::spawn_blocking(move || {
-            let keys = this.inner.repo.keys();
-            let id = keys.chunk_id(&data);
-            match this.claim(id, force) {
-                Claim::Exists => (id, None, data.len()),
-                Claim::New => {
-                    let compression = this.inner.repo.config().compression();
-                    (
-                        id,
-                        Some(pack::seal_blob(keys, &id, &data, compression)),
-                        data.len(),
-                    )
-                }
-            }
-        })
-        .await
-        .expect("chunk sealing panicked");
+        let sealed = tokio::task::spawn_blocking(move || this.seal_inner(kind, &data, force))
+            .await
+            .expect("chunk sealing panicked");
+        self.store(sealed).await
+    }
+
+    /// The CPU half of [`Writer::add`], for callers already on a blocking thread (a file
+    /// reader that chunks, hashes and seals small files in one go, without a hand-off per
+    /// chunk): hashes `data`, decides whether the repository needs it, and if so
+    /// compresses and encrypts it. Pass the result to [`Writer::store`].
+    pub fn seal(&self, kind: BlobKind, data: &[u8]) -> SealedChunk {
+        self.seal_inner(kind, data, false)
+    }
+
+    fn seal_inner(&self, kind: BlobKind, data: &[u8], force: bool) -> SealedChunk {
+        let keys = self.inner.repo.keys();
+        let id = keys.chunk_id(data);
+        let sealed = match self.claim(id, force) {
+            Claim::Exists => None,
+            Claim::New => Some(pack::seal_blob(
+                keys,
+                &id,
+                data,
+                self.inner.repo.config().compression(),
+            )),
+        };
+        SealedChunk {
+            kind,
+            id,
+            raw_len: data.len() as u32,
+            sealed,
+        }
+    }
+
+    /// The I/O half of [`Writer::add`]: appends a sealed chunk to its open pack (nothing
+    /// to do for one the repository already has).
+    pub async fn store(&self, chunk: SealedChunk) -> Result<Added> {
+        let SealedChunk {
+            kind,
+            id,
+            raw_len,
+            sealed,
+        } = chunk;
         let Some(sealed) = sealed else {
             self.inner.chunks_reused.fetch_add(1, Ordering::Relaxed);
             return Ok(Added {
@@ -306,8 +355,9 @@ impl Writer {
                 stored_bytes: 0,
             });
         };
+        self.check_failed()?;
         let stored = sealed.len() as u64;
-        if let Err(e) = self.append(kind, id, sealed, raw_len as u32).await {
+        if let Err(e) = self.append(kind, id, sealed, raw_len).await {
             self.fail(&e);
             return Err(e);
         }
@@ -393,16 +443,25 @@ impl Writer {
             *guard = Some(OpenPack {
                 id: pack_id,
                 writer,
+                pending: Vec::new(),
                 written: 0,
                 entries: Vec::new(),
             });
         }
         let open = guard.as_mut().unwrap();
         let len = sealed.len() as u32;
-        let path = pack::pack_path(&open.id);
-        repo.backend()
-            .write_part(&path, &mut open.writer, Bytes::from(sealed))
-            .await?;
+        if open.pending.is_empty() && sealed.len() >= PACK_WRITE_BUFFER {
+            open.pending = sealed;
+        } else {
+            if open.pending.is_empty() {
+                open.pending
+                    .reserve(PACK_WRITE_BUFFER + PACK_WRITE_BUFFER / 4);
+            }
+            open.pending.extend_from_slice(&sealed);
+        }
+        if open.pending.len() >= PACK_WRITE_BUFFER {
+            write_pending(repo, open).await?;
+        }
         open.entries.push(BlobEntry {
             kind,
             id,
@@ -598,7 +657,19 @@ impl Writer {
     }
 }
 
+/// Hands the gathered blobs of an open pack to the backend.
+async fn write_pending(repo: &Repository, open: &mut OpenPack) -> Result<()> {
+    if open.pending.is_empty() {
+        return Ok(());
+    }
+    let data = Bytes::from(std::mem::take(&mut open.pending));
+    repo.backend()
+        .write_part(&pack::pack_path(&open.id), &mut open.writer, data)
+        .await
+}
+
 async fn close_pack(repo: &Repository, mut open: OpenPack) -> Result<PackRecord> {
+    write_pending(repo, &mut open).await?;
     let trailer = pack::encode_trailer(repo.keys(), &open.id, &open.entries);
     let path = pack::pack_path(&open.id);
     let size = open.written + trailer.len() as u64;

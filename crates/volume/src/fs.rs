@@ -22,36 +22,104 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err};
 
-/// Files read at once.
+/// Large files or batches of small files read at once.
 const FILES_IN_FLIGHT: usize = 8;
+/// Files up to this size are read, chunked, hashed and sealed in one blocking task: one
+/// hand-off per file rather than several per chunk, which is what a tree of many small
+/// files costs most.
+const SMALL_FILE: u64 = 1 << 20;
+/// A batch of small files ends at this many bytes or files.
+const BATCH_BYTES: u64 = 2 << 20;
+const BATCH_FILES: usize = 128;
 /// Pack spans read and decoded at once during a restore (each at most 8 MiB).
 const RESTORE_SPANS: usize = 2;
 /// Files kept open while restoring contents.
 const OPEN_FILES: usize = 64;
 
-/// A small cache of files open for writing during a restore, evicting the least
-/// recently used.
-#[derive(Default)]
-struct OpenFiles {
-    files: Vec<(usize, File)>,
+/// The files of a restore being written: each is created on its first write, kept in a
+/// small cache of open descriptors (least recently used evicted), and finished (size,
+/// owner, mode, xattrs, times) through its descriptor when its last chunk is written, so
+/// a file costs one open and no path lookups beyond it.
+struct FileWriter {
+    entries: std::sync::Arc<Vec<Entry>>,
+    /// (path, entry index) of each file with contents.
+    files: Vec<(PathBuf, usize)>,
+    created: Vec<bool>,
+    /// Chunk writes still to come per file.
+    remaining: Vec<usize>,
+    open: Vec<(usize, File)>,
 }
 
-impl OpenFiles {
-    fn get(&mut self, index: usize, path: &Path) -> Result<&File> {
-        if let Some(pos) = self.files.iter().position(|(i, _)| *i == index) {
-            let hit = self.files.remove(pos);
-            self.files.push(hit);
-        } else {
-            if self.files.len() >= OPEN_FILES {
-                self.files.remove(0);
+impl FileWriter {
+    fn write(&mut self, f: usize, offset: u64, data: &[u8]) -> Result<()> {
+        let path = &self.files[f].0;
+        let file = match self.open.iter().position(|(i, _)| *i == f) {
+            Some(pos) => {
+                let hit = self.open.remove(pos);
+                self.open.push(hit);
+                &self.open.last().expect("just pushed").1
             }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|err| io_err(path, err))?;
-            self.files.push((index, f));
+            None => {
+                if self.open.len() >= OPEN_FILES {
+                    self.open.remove(0);
+                }
+                let first = !self.created[f];
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(first)
+                    .truncate(first)
+                    .open(path)
+                    .map_err(|err| io_err(path, err))?;
+                self.created[f] = true;
+                self.open.push((f, file));
+                &self.open.last().expect("just pushed").1
+            }
+        };
+        file.write_all_at(data, offset)
+            .map_err(|err| io_err(path, err))?;
+        self.remaining[f] -= 1;
+        if self.remaining[f] == 0 {
+            let pos = self.open.iter().position(|(i, _)| *i == f).expect("open");
+            let (_, file) = self.open.remove(pos);
+            finish_file(&file, &self.entries[self.files[f].1]).map_err(|err| io_err(path, err))?;
         }
-        Ok(&self.files.last().expect("just pushed").1)
+        Ok(())
+    }
+}
+
+/// Gives a written file (truncated when first opened) its size (a hole at its end has no
+/// chunk that would extend it),
+/// owner, xattrs, mode and times, through its descriptor.
+fn finish_file(file: &File, e: &Entry) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let written_to = e.chunks.iter().map(|c| c.offset + c.len as u64).max();
+    if written_to.unwrap_or(0) < e.size {
+        file.set_len(e.size)?;
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: syscalls on an open descriptor.
+    if unsafe { libc::fchown(fd, e.uid, e.gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for (name, value) in &e.xattrs {
+        xattr::FileExt::set_xattr(file, OsStr::from_bytes(name), value)?;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fchmod(fd, e.mode & 0o7777) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let times = [timespec(e.atime_ns), timespec(e.mtime_ns)];
+    // SAFETY: as above; times has two elements.
+    if unsafe { libc::futimens(fd, times.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn timespec(ns: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000),
     }
 }
 
@@ -150,9 +218,14 @@ fn read_xattrs(path: &Path) -> Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>
     out
 }
 
-/// Data extents of a file (offset, length), from SEEK_DATA/SEEK_HOLE.
-fn data_extents(file: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+/// Data extents of a file (offset, length), from SEEK_DATA/SEEK_HOLE. A file with as
+/// many bytes allocated as its size (`allocated`, from st_blocks) has no holes: one
+/// extent, without asking.
+fn data_extents(file: &mut File, size: u64, allocated: u64) -> std::io::Result<Vec<(u64, u64)>> {
     use std::os::fd::AsRawFd;
+    if allocated >= size {
+        return Ok(vec![(0, size)]);
+    }
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos: i64 = 0;
@@ -215,6 +288,9 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
 
     // Walk: entries in order, without file contents yet.
     let mut entries: Vec<Entry> = Vec::new();
+    // Bytes allocated to each entry (st_blocks): a file with no fewer than its size has
+    // no holes to look for.
+    let mut allocated: Vec<u64> = Vec::new();
     let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut total = 0u64;
     for item in walkdir::WalkDir::new(&root)
@@ -279,6 +355,7 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
         if kind == Kind::File {
             total += m.len();
         }
+        allocated.push(m.blocks() * 512);
         entries.push(Entry {
             path: rel,
             kind,
@@ -302,45 +379,69 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
     let chunker = repo.config().chunker;
     let mut bytes_read = 0u64;
     let mut unchanged = 0u64;
-    let files: Vec<(usize, Entry)> = entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == Kind::File && e.size > 0)
-        .map(|(i, e)| (i, e.clone()))
-        .collect();
-    let results: Vec<(usize, Vec<FileChunk>, u64, bool)> = futures::stream::iter(files)
-        .map(|(i, e)| {
+    // Unchanged files (same size, times and inode as in the parent, chunks still in the
+    // repository) keep the parent's chunks; the others become read jobs: small files in
+    // batches, each batch one blocking task, and large files alone.
+    let mut jobs: Vec<Vec<FileJob>> = Vec::new();
+    let mut batch: Vec<FileJob> = Vec::new();
+    let mut batch_bytes = 0u64;
+    for (i, e) in entries.iter_mut().enumerate() {
+        if e.kind != Kind::File || e.size == 0 {
+            continue;
+        }
+        if let Some(p) = parent_entries.get(&e.path)
+            && p.kind == Kind::File
+            && p.size == e.size
+            && p.mtime_ns == e.mtime_ns
+            && p.ctime_ns == e.ctime_ns
+            && p.ino == e.ino
+            && p.chunks.iter().all(|c| writer.reuse(&Id(c.id)))
+        {
+            b.progress.add(e.size);
+            e.chunks = p.chunks.clone();
+            unchanged += 1;
+            continue;
+        }
+        let job = FileJob {
+            index: i,
+            path: root.join(OsStr::from_bytes(&e.path)),
+            size: e.size,
+            allocated: allocated[i],
+        };
+        if e.size > SMALL_FILE {
+            jobs.push(vec![job]);
+            continue;
+        }
+        batch_bytes += e.size;
+        batch.push(job);
+        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES {
+            jobs.push(std::mem::take(&mut batch));
+            batch_bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        jobs.push(batch);
+    }
+    let results: Vec<Vec<(usize, Vec<FileChunk>, u64)>> = futures::stream::iter(jobs)
+        .map(|job| {
             let writer = writer.clone();
-            let root = root.clone();
             let progress = b.progress.clone();
-            let prev = parent_entries.get(&e.path).cloned();
             async move {
-                if let Some(p) = prev
-                    && p.kind == Kind::File
-                    && p.size == e.size
-                    && p.mtime_ns == e.mtime_ns
-                    && p.ctime_ns == e.ctime_ns
-                    && p.ino == e.ino
-                    && p.chunks.iter().all(|c| writer.reuse(&Id(c.id)))
-                {
-                    progress.add(e.size);
-                    return Ok::<_, Error>((i, p.chunks, 0, true));
+                match job.as_slice() {
+                    [one] if one.size > SMALL_FILE => {
+                        let (chunks, read) = backup_file(&writer, one, chunker, &progress).await?;
+                        Ok(vec![(one.index, chunks, read)])
+                    }
+                    _ => backup_small_files(&writer, job, chunker, &progress).await,
                 }
-                let path = root.join(OsStr::from_bytes(&e.path));
-                let (chunks, read) =
-                    backup_file(&writer, &path, e.size, chunker, &progress).await?;
-                Ok((i, chunks, read, false))
             }
         })
         .buffer_unordered(FILES_IN_FLIGHT)
         .try_collect()
         .await?;
-    for (i, chunks, read, same) in results {
+    for (i, chunks, read) in results.into_iter().flatten() {
         entries[i].chunks = chunks;
         bytes_read += read;
-        if same {
-            unchanged += 1;
-        }
     }
     let n_files = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
     let root_ids = writer
@@ -366,21 +467,81 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
     .await
 }
 
+/// A regular file to read, as the walk saw it.
+struct FileJob {
+    /// Its entry's position in the tree.
+    index: usize,
+    path: PathBuf,
+    size: u64,
+    /// st_blocks * 512.
+    allocated: u64,
+}
+
+/// Reads, chunks, hashes and seals a batch of small files in one blocking task, then
+/// stores their chunks. Returns (entry index, chunks, bytes read) per file.
+async fn backup_small_files(
+    writer: &coffer_repo::Writer,
+    jobs: Vec<FileJob>,
+    p: coffer_repo::ChunkerParams,
+    progress: &Progress,
+) -> Result<Vec<(usize, Vec<FileChunk>, u64)>> {
+    let w = writer.clone();
+    let sealed = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|job| {
+                let mut out = Vec::new();
+                let mut read = || -> std::io::Result<()> {
+                    let mut file = File::open(&job.path)?;
+                    for (start, len) in data_extents(&mut file, job.size, job.allocated)? {
+                        chunk_extent(&file, start, len, p, &mut |offset, data| {
+                            out.push((offset, w.seal(BlobKind::Data, &data)));
+                            true
+                        })?;
+                    }
+                    Ok(())
+                };
+                read().map_err(|e| io_err(&job.path, e))?;
+                Ok((job.index, out))
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .expect("reader panicked")?;
+    let mut files = Vec::with_capacity(sealed.len());
+    for (index, file) in sealed {
+        let mut chunks = Vec::with_capacity(file.len());
+        let mut read = 0u64;
+        for (offset, chunk) in file {
+            let len = chunk.raw_len();
+            read += len as u64;
+            progress.add(len as u64);
+            let added = writer.store(chunk).await?;
+            chunks.push(FileChunk {
+                offset,
+                len,
+                id: added.id.0,
+            });
+        }
+        files.push((index, chunks, read));
+    }
+    Ok(files)
+}
+
 /// Reads one file's data extents in a blocking thread, chunks them with FastCDC and adds
-/// the chunks as they come (bounded channel: memory stays a few chunks per file).
+/// the chunks as they come (bounded channel: memory stays a few chunks per file), each
+/// sealed on the blocking pool so that one large file uses every core.
 async fn backup_file(
     writer: &coffer_repo::Writer,
-    path: &Path,
-    size: u64,
+    f: &FileJob,
     p: coffer_repo::ChunkerParams,
     progress: &Progress,
 ) -> Result<(Vec<FileChunk>, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(2);
-    let path_buf = path.to_path_buf();
+    let (path_buf, size, allocated) = (f.path.to_path_buf(), f.size, f.allocated);
     let reader = tokio::task::spawn_blocking(move || {
         let run = || -> std::io::Result<()> {
             let mut file = File::open(&path_buf)?;
-            for (start, len) in data_extents(&mut file, size)? {
+            for (start, len) in data_extents(&mut file, size, allocated)? {
                 if !chunk_extent(&file, start, len, p, &mut |offset, data| {
                     tx.blocking_send(Ok((offset, data))).is_ok()
                 })? {
@@ -396,7 +557,7 @@ async fn backup_file(
     let mut chunks = Vec::new();
     let mut read = 0u64;
     while let Some(item) = rx.recv().await {
-        let (offset, data) = item.map_err(|e| io_err(path, e))?;
+        let (offset, data) = item.map_err(|e| io_err(&f.path, e))?;
         let len = data.len() as u32;
         read += len as u64;
         progress.add(len as u64);
@@ -489,11 +650,7 @@ fn apply_metadata(path: &Path, e: &Entry) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    let ts = |t: i64| libc::timespec {
-        tv_sec: t.div_euclid(1_000_000_000),
-        tv_nsec: t.rem_euclid(1_000_000_000),
-    };
-    let times = [ts(e.atime_ns), ts(e.mtime_ns)];
+    let times = [timespec(e.atime_ns), timespec(e.mtime_ns)];
     // SAFETY: as above; times has two elements.
     if unsafe {
         libc::utimensat(
@@ -565,30 +722,42 @@ pub async fn restore(
         };
         res.map_err(|err| io_err(&p, err))?;
     }
-    // File contents: every file created at its size (sparse), then the chunks fetched pack
-    // by pack in large reads and written where they belong. Chunks of one file sit
-    // together in packs, so a small cache of open files serves nearly every write.
+    // File contents: chunks fetched pack by pack in large reads and written where they
+    // belong; each file is created on its first chunk and finished after its last.
+    // Chunks of one file sit together in packs, so a small cache of open files serves
+    // nearly every write. Files without chunks (empty, or all holes) are made here.
     let mut wanted: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
     let mut order: Vec<Id> = Vec::new();
+    let mut remaining = vec![0usize; files.len()];
     for (i, (p, entry)) in files.iter().enumerate() {
         let e = &entries[*entry];
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(p)
-            .map_err(|err| io_err(p, err))?;
-        file.set_len(e.size).map_err(|err| io_err(p, err))?;
+        if e.chunks.is_empty() {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(p)
+                .map_err(|err| io_err(p, err))?;
+            finish_file(&file, e).map_err(|err| io_err(p, err))?;
+            continue;
+        }
         for c in &e.chunks {
             let places = wanted.entry(Id(c.id)).or_default();
             if places.is_empty() {
                 order.push(Id(c.id));
             }
             places.push((i, c.offset));
+            remaining[i] += 1;
         }
     }
-    let files = std::sync::Arc::new(files);
-    let open = std::sync::Arc::new(std::sync::Mutex::new(OpenFiles::default()));
+    let entries = std::sync::Arc::new(entries);
+    let writer = std::sync::Arc::new(std::sync::Mutex::new(FileWriter {
+        entries: entries.clone(),
+        created: vec![false; files.len()],
+        files,
+        remaining,
+        open: Vec::new(),
+    }));
     let mut written = 0u64;
     let mut chunks = std::pin::pin!(repo.read_chunks_by_pack(&order, RESTORE_SPANS)?);
     while let Some(batch) = chunks.next().await {
@@ -603,15 +772,12 @@ pub async fn restore(
                     .map(move |&(f, offset)| (f, offset, data.clone()))
             })
             .collect();
-        let (files, open) = (files.clone(), open.clone());
+        let writer = writer.clone();
         let n = tokio::task::spawn_blocking(move || {
-            let mut open = open.lock().unwrap();
+            let mut writer = writer.lock().unwrap();
             let mut n = 0u64;
             for (f, offset, data) in writes {
-                let path = &files[f].0;
-                open.get(f, path)?
-                    .write_all_at(&data, offset)
-                    .map_err(|err| io_err(path, err))?;
+                writer.write(f, offset, &data)?;
                 n += data.len() as u64;
             }
             Ok::<_, Error>(n)
@@ -621,7 +787,7 @@ pub async fn restore(
         written += n;
         r.progress.add(n);
     }
-    drop(open);
+    drop(writer);
     // Hard links after their first name exists.
     for (e, sel) in entries.iter().zip(&selected) {
         if *sel && e.kind == Kind::Hardlink {
@@ -631,9 +797,10 @@ pub async fn restore(
             std::fs::hard_link(&first, &p).map_err(|err| io_err(&p, err))?;
         }
     }
-    // Metadata last, deepest first, so directory times are not disturbed by their contents.
+    // Metadata of the rest last, deepest first, so directory times are not disturbed by
+    // their contents.
     for (e, sel) in entries.iter().zip(&selected).rev() {
-        if *sel && e.kind != Kind::Hardlink {
+        if *sel && e.kind != Kind::Hardlink && e.kind != Kind::File {
             let p = path_of(e);
             apply_metadata(&p, e).map_err(|err| io_err(&p, err))?;
         }
