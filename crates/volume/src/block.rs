@@ -20,8 +20,10 @@ use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err, is_z
 const MAGIC: &[u8; 8] = b"CBMP0001";
 /// Blocks processed at once (read, hashed, compressed, sealed).
 const IN_FLIGHT: usize = 6;
-/// Pack spans read and decoded at once during a restore (each at most 8 MiB).
+/// Pack spans read and decoded at once during a restore (each at most 4 MiB).
 const RESTORE_SPANS: usize = 3;
+/// Batches of block writes running at once during a restore.
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// The decoded block map.
 #[derive(Clone, Debug, PartialEq)]
@@ -413,6 +415,9 @@ pub async fn restore(
             e.push(i);
         }
     }
+    // Writes run beside the reads and decryption of the next spans (a couple at once),
+    // rather than holding them up.
+    let mut writes_running = futures::stream::FuturesUnordered::new();
     let mut chunks = std::pin::pin!(repo.read_chunks_by_pack(&order, RESTORE_SPANS)?);
     while let Some(batch) = chunks.next().await {
         let batch = batch?;
@@ -430,18 +435,33 @@ pub async fn restore(
             }
         }
         let f = file.clone();
-        let n: u64 = writes.iter().map(|(_, d)| d.len() as u64).sum();
-        let count = writes.len() as u64;
-        tokio::task::spawn_blocking(move || {
+        writes_running.push(tokio::task::spawn_blocking(move || {
             writes.iter().try_for_each(|(offset, data)| {
                 f.write_all_at(data, *offset)?;
                 start_writeback(&f, *offset, data.len() as u64);
                 Ok::<_, std::io::Error>(())
-            })
-        })
-        .await
-        .expect("write task panicked")
-        .map_err(|e| io_err(&target, e))?;
+            })?;
+            Ok::<_, std::io::Error>((
+                writes.iter().map(|(_, d)| d.len() as u64).sum::<u64>(),
+                writes.len() as u64,
+            ))
+        }));
+        while writes_running.len() > WRITES_IN_FLIGHT {
+            let (n, count) = writes_running
+                .next()
+                .await
+                .expect("running")
+                .expect("write task panicked")
+                .map_err(|e| io_err(&target, e))?;
+            bytes_written += n;
+            blocks_changed += count;
+            r.progress.add(n);
+        }
+    }
+    while let Some(done) = writes_running.next().await {
+        let (n, count) = done
+            .expect("write task panicked")
+            .map_err(|e| io_err(&target, e))?;
         bytes_written += n;
         blocks_changed += count;
         r.progress.add(n);
