@@ -41,26 +41,30 @@ const OPEN_FILES: usize = 64;
 /// file creation, the bulk of a small-file restore's cost, uses every core.
 const WRITE_LANES: usize = 4;
 /// Batches of writes queued or running at once, over all lanes.
-const WRITES_IN_FLIGHT: usize = 4;
+const WRITES_IN_FLIGHT: usize = 3;
 
 /// One lane of a restore's file writes: each of its files is created on its first write,
 /// kept in a small cache of open descriptors (least recently used evicted), and finished
 /// (size, owner, mode, xattrs, times) through its descriptor when its last chunk is
 /// written, so a file costs one open and no path lookups beyond it.
 struct FileWriter {
+    target: std::sync::Arc<PathBuf>,
     entries: std::sync::Arc<Vec<Entry>>,
-    /// (path, entry index) of each file with contents, over all lanes.
-    files: std::sync::Arc<Vec<(PathBuf, usize)>>,
-    /// This lane's files: (created yet, chunk writes still to come).
-    state: HashMap<usize, (bool, usize)>,
+    /// Per entry: chunk writes still to come, with `CREATED` set once the file exists.
+    /// Only the entry's own lane touches it (under that lane's lock).
+    pending: std::sync::Arc<Vec<std::sync::atomic::AtomicU32>>,
     open: Vec<(usize, File)>,
 }
 
+const CREATED: u32 = 1 << 31;
+
 impl FileWriter {
-    fn write(&mut self, f: usize, offset: u64, data: &[u8]) -> Result<()> {
-        let path = &self.files[f].0;
-        let (created, remaining) = self.state.get_mut(&f).expect("file of this lane");
-        let file = match self.open.iter().position(|(i, _)| *i == f) {
+    fn write(&mut self, entry: usize, offset: u64, data: &[u8]) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let e = &self.entries[entry];
+        let path = || self.target.join(OsStr::from_bytes(&e.path));
+        let pending = &self.pending[entry];
+        let file = match self.open.iter().position(|(i, _)| *i == entry) {
             Some(pos) => {
                 let hit = self.open.remove(pos);
                 self.open.push(hit);
@@ -70,26 +74,28 @@ impl FileWriter {
                 if self.open.len() >= OPEN_FILES {
                     self.open.remove(0);
                 }
-                let first = !*created;
+                let first = pending.load(Relaxed) & CREATED == 0;
                 let file = OpenOptions::new()
                     .write(true)
                     .create(first)
                     .truncate(first)
-                    .open(path)
-                    .map_err(|err| io_err(path, err))?;
-                *created = true;
-                self.open.push((f, file));
+                    .open(path())
+                    .map_err(|err| io_err(&path(), err))?;
+                pending.fetch_or(CREATED, Relaxed);
+                self.open.push((entry, file));
                 &self.open.last().expect("just pushed").1
             }
         };
         file.write_all_at(data, offset)
-            .map_err(|err| io_err(path, err))?;
-        *remaining -= 1;
-        if *remaining == 0 {
-            self.state.remove(&f);
-            let pos = self.open.iter().position(|(i, _)| *i == f).expect("open");
+            .map_err(|err| io_err(&path(), err))?;
+        if pending.fetch_sub(1, Relaxed) & !CREATED == 1 {
+            let pos = self
+                .open
+                .iter()
+                .position(|(i, _)| *i == entry)
+                .expect("open");
             let (_, file) = self.open.remove(pos);
-            finish_file(&file, &self.entries[self.files[f].1]).map_err(|err| io_err(path, err))?;
+            finish_file(&file, e).map_err(|err| io_err(&path(), err))?;
         }
         Ok(())
     }
@@ -711,24 +717,24 @@ pub async fn restore(
         }
     };
 
-    // Create everything but hard links; file contents come after, pack by pack.
-    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    // Create everything but files and hard links; file contents come after, pack by pack.
+    let mut files: Vec<usize> = Vec::new();
     for (i, (e, sel)) in entries.iter().zip(&selected).enumerate() {
         if !sel {
+            continue;
+        }
+        if e.kind == Kind::File {
+            files.push(i);
             continue;
         }
         let p = path_of(e);
         let res = match e.kind {
             Kind::Dir => std::fs::create_dir_all(&p),
-            Kind::File => {
-                files.push((p.clone(), i));
-                Ok(())
-            }
             Kind::Symlink => {
                 let _ = std::fs::remove_file(&p);
                 std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &p)
             }
-            Kind::Hardlink => Ok(()),
+            Kind::File | Kind::Hardlink => Ok(()),
             Kind::CharDev | Kind::BlockDev | Kind::Fifo | Kind::Socket => {
                 let _ = std::fs::remove_file(&p);
                 let c = cstr(&p);
@@ -746,47 +752,50 @@ pub async fn restore(
     // belong; each file is created on its first chunk and finished after its last.
     // Chunks of one file sit together in packs, so a small cache of open files serves
     // nearly every write. Files without chunks (empty, or all holes) are made here.
-    let mut wanted: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
-    let mut order: Vec<Id> = Vec::new();
-    let mut lanes: Vec<HashMap<usize, (bool, usize)>> = vec![HashMap::new(); WRITE_LANES];
-    let mut lane_of = Vec::with_capacity(files.len());
-    for (i, (p, entry)) in files.iter().enumerate() {
-        let e = &entries[*entry];
-        let lane = {
-            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-            let dir = p.parent().unwrap_or(p);
-            BuildHasherDefault::<DefaultHasher>::default().hash_one(dir) as usize % WRITE_LANES
-        };
-        lane_of.push(lane as u8);
+    // Where each chunk goes, as one sorted list (compact for millions of files).
+    let mut places: Vec<(Id, u32, u64)> = Vec::new();
+    let mut lane_of = vec![0u8; entries.len()];
+    let pending: Vec<std::sync::atomic::AtomicU32> = entries
+        .iter()
+        .map(|e| std::sync::atomic::AtomicU32::new(e.chunks.len() as u32))
+        .collect();
+    for &i in &files {
+        let e = &entries[i];
+        let p = path_of(e);
         if e.chunks.is_empty() {
             let file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(p)
-                .map_err(|err| io_err(p, err))?;
-            finish_file(&file, e).map_err(|err| io_err(p, err))?;
+                .open(&p)
+                .map_err(|err| io_err(&p, err))?;
+            finish_file(&file, e).map_err(|err| io_err(&p, err))?;
             continue;
         }
-        for c in &e.chunks {
-            let places = wanted.entry(Id(c.id)).or_default();
-            if places.is_empty() {
-                order.push(Id(c.id));
-            }
-            places.push((i, c.offset));
-        }
-        lanes[lane].insert(i, (false, e.chunks.len()));
+        lane_of[i] = {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            let dir = p.parent().unwrap_or(&p);
+            (BuildHasherDefault::<DefaultHasher>::default().hash_one(dir) % WRITE_LANES as u64)
+                as u8
+        };
+        places.extend(e.chunks.iter().map(|c| (Id(c.id), i as u32, c.offset)));
     }
+    drop(files);
+    places.sort_unstable_by_key(|p| p.0);
+    let mut order: Vec<Id> = places.iter().map(|p| p.0).collect();
+    order.dedup();
     let entries = std::sync::Arc::new(entries);
-    let files = std::sync::Arc::new(files);
+    let (target_arc, pending) = (
+        std::sync::Arc::new(target.clone()),
+        std::sync::Arc::new(pending),
+    );
     let lanes: std::sync::Arc<Vec<std::sync::Mutex<FileWriter>>> = std::sync::Arc::new(
-        lanes
-            .into_iter()
-            .map(|state| {
+        (0..WRITE_LANES)
+            .map(|_| {
                 std::sync::Mutex::new(FileWriter {
+                    target: target_arc.clone(),
                     entries: entries.clone(),
-                    files: files.clone(),
-                    state,
+                    pending: pending.clone(),
                     open: Vec::new(),
                 })
             })
@@ -798,7 +807,9 @@ pub async fn restore(
     while let Some(batch) = chunks.next().await {
         let mut per_lane: Vec<Vec<(usize, u64, Bytes)>> = vec![Vec::new(); WRITE_LANES];
         for (id, data) in batch? {
-            for &(f, offset) in wanted.get(&id).into_iter().flatten() {
+            let from = places.partition_point(|p| p.0 < id);
+            for &(_, f, offset) in places[from..].iter().take_while(|p| p.0 == id) {
+                let f = f as usize;
                 per_lane[lane_of[f] as usize].push((f, offset, data.clone()));
             }
         }
