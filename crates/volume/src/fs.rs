@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,6 +42,9 @@ const OPEN_FILES: usize = 64;
 const WRITE_LANES: usize = 4;
 /// Batches of writes queued or running at once, over all lanes.
 const WRITES_IN_FLIGHT: usize = 3;
+/// A restore starts flushing the target's file system in the background after every
+/// this many bytes written.
+const FLUSH_EVERY: u64 = 256 << 20;
 
 /// One lane of a restore's file writes: each of its files is created on its first write,
 /// kept in a small cache of open descriptors (least recently used evicted), and finished
@@ -79,6 +82,7 @@ impl FileWriter {
                     .write(true)
                     .create(first)
                     .truncate(first)
+                    .mode(creation_mode(e))
                     .open(path())
                     .map_err(|err| io_err(&path(), err))?;
                 pending.fetch_or(CREATED, Relaxed);
@@ -111,15 +115,21 @@ fn finish_file(file: &File, e: &Entry) -> std::io::Result<()> {
         file.set_len(e.size)?;
     }
     let fd = file.as_raw_fd();
+    // Owner and mode are usually right already (the file was created with its mode, by
+    // its owner); each change would dirty the inode in the journal once more, so only
+    // what differs is changed. A chown clears set-id bits, so the mode follows it.
+    let created = file.metadata()?;
+    let chowned = created.uid() != e.uid || created.gid() != e.gid;
     // SAFETY: syscalls on an open descriptor.
-    if unsafe { libc::fchown(fd, e.uid, e.gid) } != 0 {
+    if chowned && unsafe { libc::fchown(fd, e.uid, e.gid) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     for (name, value) in &e.xattrs {
         xattr::FileExt::set_xattr(file, OsStr::from_bytes(name), value)?;
     }
+    let mode = e.mode & 0o7777;
     // SAFETY: as above.
-    if unsafe { libc::fchmod(fd, e.mode & 0o7777) } != 0 {
+    if (chowned || created.mode() & 0o7777 != mode) && unsafe { libc::fchmod(fd, mode) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     let times = [timespec(e.atime_ns), timespec(e.mtime_ns)];
@@ -128,6 +138,13 @@ fn finish_file(file: &File, e: &Entry) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The permission bits a restored file is created with: its own, so that `finish_file`
+/// rarely needs a chmod, but writable by its owner, so that a read-only file closed
+/// between two of its chunks can be opened again.
+fn creation_mode(e: &Entry) -> u32 {
+    (e.mode & 0o777) | 0o200
 }
 
 fn timespec(ns: i64) -> libc::timespec {
@@ -654,6 +671,16 @@ pub struct FsRestore<'a> {
     pub progress: Progress,
 }
 
+/// Writes the dirty data and metadata of the file system holding `file` to disk.
+fn syncfs(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs on an open descriptor.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn cstr(p: &Path) -> std::ffi::CString {
     std::ffi::CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL")
 }
@@ -767,6 +794,7 @@ pub async fn restore(
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(creation_mode(e))
                 .open(&p)
                 .map_err(|err| io_err(&p, err))?;
             finish_file(&file, e).map_err(|err| io_err(&p, err))?;
@@ -802,6 +830,11 @@ pub async fn restore(
             .collect(),
     );
     let mut written = 0u64;
+    // The target's file system, flushed in the background every FLUSH_EVERY bytes so that
+    // the disk writes while files are still being created, rather than all at the end.
+    let target_fs = File::open(&target).map_err(|e| io_err(&target, e))?;
+    let mut flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
+    let mut flushed_at = 0u64;
     let mut writes_running = futures::stream::FuturesUnordered::new();
     let mut chunks = std::pin::pin!(repo.read_chunks_by_pack(&order, RESTORE_SPANS)?);
     while let Some(batch) = chunks.next().await {
@@ -837,6 +870,17 @@ pub async fn restore(
             written += n;
             r.progress.add(n);
         }
+        if written - flushed_at >= FLUSH_EVERY && flushing.as_ref().is_none_or(|f| f.is_finished())
+        {
+            if let Some(done) = flushing.take() {
+                done.await
+                    .expect("flush task panicked")
+                    .map_err(|e| io_err(&target, e))?;
+            }
+            flushed_at = written;
+            let fs = target_fs.try_clone().map_err(|e| io_err(&target, e))?;
+            flushing = Some(tokio::task::spawn_blocking(move || syncfs(&fs)));
+        }
     }
     while let Some(done) = writes_running.next().await {
         let n = done.expect("write task panicked")?;
@@ -862,14 +906,12 @@ pub async fn restore(
         }
     }
     // A restore is done when its data is on disk: flush the target's file system.
-    let dir = File::open(&target).map_err(|e| io_err(&target, e))?;
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs on an open descriptor.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(io_err(&target, std::io::Error::last_os_error()));
-        }
+    if let Some(done) = flushing.take() {
+        done.await
+            .expect("flush task panicked")
+            .map_err(|e| io_err(&target, e))?;
     }
+    syncfs(&target_fs).map_err(|e| io_err(&target, e))?;
     Ok(RestoreSummary {
         snapshot_id: snap.id.to_hex(),
         target: target.display().to_string(),
