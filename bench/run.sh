@@ -94,35 +94,4 @@ for round in $(seq 1 "$ROUNDS"); do
   one_round
 done
 
-python3 - "$results" "$root/bench/RESULTS.md" "$(nproc)" "$(restic version | head -1)" "$IMAGE_MIB" "$TREE_FILES" "$TREE_MIB" <<'PY'
-import sys, datetime, platform
-res, out, cores, restic, img, files, tmib = sys.argv[1:8]
-import statistics
-rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
-samples = {}
-order = []
-for label, tool, secs, rss, nbytes, repo, rnd in rows:
-    if label.endswith("(same data, restic)"):
-        label = label.replace(" (same data, restic)", ", --changed-ranges")
-    if label not in samples:
-        order.append(label); samples[label] = {}
-    samples[label].setdefault(tool, []).append((float(secs), int(rss), int(nbytes), int(repo)))
-rounds = max(len(v) for d in samples.values() for v in d.values())
-by = {label: {tool: (statistics.median(s[0] for s in v), int(statistics.median(s[1] for s in v)), v[-1][2], v[-1][3])
-              for tool, v in d.items()} for label, d in samples.items()}
-L = []
-L.append("# Benchmark: coffer vs restic\n")
-L.append(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.machine()} with {cores} cores; {restic}.")
-L.append(f"Data (fixed seeds, bench/gen.py): a {img} MiB raw image (4 MiB runs: ~40% zeros, ~30% random, ~30% text) and a tree of {files} files (~{tmib} MiB).")
-L.append(f"Both tools back up to local repositories on the same disk; page cache dropped before each run; restores are timed until their data is on disk (each command followed by sync). Each cell is the median of {rounds} rounds (fresh repositories, the same data). For the changed-ranges row restic backs up the same mutated image without change information (it has none).\n")
-L.append("| step | coffer s | restic s | speed-up | coffer MiB/s | restic MiB/s | coffer peak RSS MiB | restic peak RSS MiB | coffer repo MiB | restic repo MiB |")
-L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for label in order:
-    c, r = by[label].get("coffer"), by[label].get("restic")
-    if not c or not r: continue
-    mib = c[2] / 2**20
-    L.append(f"| {label} | {c[0]:.2f} | {r[0]:.2f} | {r[0]/max(c[0],0.01):.1f}x | {mib/max(c[0],0.01):.0f} | {mib/max(r[0],0.01):.0f} | {c[1]/1024:.0f} | {r[1]/1024:.0f} | {c[3]/2**20:.0f} | {r[3]/2**20:.0f} |")
-L.append("\nRepository sizes are cumulative (after each step). Reproduce with `bench/run.sh`.")
-open(out, "w").write("\n".join(L) + "\n")
-print("\n".join(L))
-PY
+python3 "$root/bench/report.py" "$results" "$root/bench/RESULTS.md" "$(nproc)" "$(restic version | head -1)" "$IMAGE_MIB" "$TREE_FILES" "$TREE_MIB"
