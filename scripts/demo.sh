@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: a local repository, a generated disk image and a
 # file tree; back up, change, back up again with changed ranges, restore, verify, report.
+# Then an application on the simulated cluster (`coffer dev cluster`): its resources and
+# its volume's data backed up, its namespace deleted, both restored, the data checked.
 # Usage: scripts/demo.sh [WORKDIR]   (default: a new temporary directory)
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d /tmp/coffer-demo.XXXXXX)}
 mkdir -p "$work"
@@ -79,4 +82,140 @@ diff -r "$work/tree" "$work/restored-tree" && echo "tree restored identically"
 "$coffer" check --read-data
 "$coffer" snapshots
 "$coffer" stats
+
+echo "==> an application on the simulated cluster"
+if ! command -v kubectl >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client </dev/null >/dev/null
+fi
+KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$(../shared/k8s/assets)}
+export KUBEBUILDER_ASSETS
+rm -rf "$work/cluster"
+"$coffer" dev cluster --dir "$work/cluster" >"$work/cluster.log" 2>&1 &
+cluster_pid=$!
+trap 'kill "$cluster_pid" 2>/dev/null; wait "$cluster_pid" 2>/dev/null || true' EXIT
+until grep -q "cluster ready" "$work/cluster.log"; do
+  kill -0 "$cluster_pid" 2>/dev/null || { cat "$work/cluster.log" >&2; exit 1; }
+  sleep 0.5
+done
+grep "cluster ready" "$work/cluster.log"
+export KUBECONFIG=$work/cluster/kubeconfig
+k() { kubectl "$@"; }
+
+# The shop: a ConfigMap, a Secret, a PVC, a Deployment whose pod writes to the PVC (once,
+# with the time in nanoseconds, so a file written again would not match), a Service.
+k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config, namespace: shop}
+data: {GREETING: "hello from the shop"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: coffer, namespace: shop}
+stringData: {password: "$COFFER_PASSWORD"}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: busybox
+        command: [sh, -c, 'test -f /data/orders.txt || { echo "\$GREETING" > /data/orders.txt; date +%s%N >> /data/orders.txt; seq 1 100000 >> /data/orders.txt; }; exec sleep 3600']
+        envFrom: [{configMapRef: {name: web-config}}]
+        volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+YAML
+k -n shop rollout status deploy/web --timeout=60s >/dev/null
+k -n shop exec deploy/web -- sh -c 'sleep 0.5; test -s /data/orders.txt'
+sum_before=$(k -n shop exec deploy/web -- md5sum /data/orders.txt | cut -d' ' -f1)
+echo "shop running; /data/orders.txt md5 $sum_before"
+
+# mover POD_NAME ARGS...: a pod running the coffer image with the PVC `data` at /data and
+# the repository (a host directory: pods share the host's file system) at the same path.
+mover() {
+  local name=$1 args=$2
+  k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, namespace: shop}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: coffer
+    image: coffer
+    args: $args
+    env:
+    - {name: COFFER_REPO, value: "$COFFER_REPO"}
+    - {name: COFFER_CACHE_DIR, value: "$work/cache-mover"}
+    - name: COFFER_PASSWORD
+      valueFrom: {secretKeyRef: {name: coffer, key: password}}
+    volumeMounts:
+    - {name: data, mountPath: /data}
+    - {name: repo, mountPath: "$COFFER_REPO"}
+  volumes:
+  - {name: data, persistentVolumeClaim: {claimName: data}}
+  - {name: repo, hostPath: {path: "$COFFER_REPO"}}
+YAML
+  local phase="" deadline=$((SECONDS + 120))
+  while [ "$phase" != Succeeded ] && [ "$phase" != Failed ]; do
+    [ $SECONDS -lt $deadline ] || { echo "pod $name did not finish in 120 s" >&2; exit 1; }
+    sleep 0.5
+    phase=$(k -n shop get pod "$name" -o jsonpath='{.status.phase}')
+  done
+  k -n shop logs "$name"
+  [ "$phase" = Succeeded ] || { echo "$name failed" >&2; exit 1; }
+  k -n shop delete pod "$name" --wait >/dev/null
+}
+
+echo "==> coffer resources backup --namespace shop"
+r1=$("$coffer" resources backup --namespace shop --json)
+echo "resources: $(echo "$r1" | field "['objects']") objects in snapshot $(echo "$r1" | field "['snapshot_id']")"
+echo "==> the PVC's data, backed up by a coffer pod"
+v1=$(mover backup '["volume", "backup", "/data", "--fs", "--tag", "pvc=shop/data", "--json"]')
+echo "volume: $(echo "$v1" | field "['bytes_total']") bytes in snapshot $(echo "$v1" | field "['snapshot_id']")"
+
+echo "==> disaster: kubectl delete namespace shop (the PV is reclaimed with it)"
+k delete namespace shop --wait --timeout=120s >/dev/null
+k get namespace shop >/dev/null 2>&1 && { echo "namespace shop still exists" >&2; exit 1; }
+
+echo "==> restore: everything but the Deployment, the PVC's data, then the Deployment"
+"$coffer" resources restore "$(echo "$r1" | field "['snapshot_id']")" --exclude-resources deployments --json >"$work/restore1.json"
+mover restore "[\"volume\", \"restore\", \"$(echo "$v1" | field "['snapshot_id']")\", \"--target\", \"/data\", \"--json\"]" >/dev/null
+"$coffer" resources restore "$(echo "$r1" | field "['snapshot_id']")" --include-resources deployments --json >"$work/restore2.json"
+python3 - "$work/restore1.json" "$work/restore2.json" <<'PY'
+import json, sys
+for p in sys.argv[1:]:
+    for o in json.load(open(p))["results"]:
+        print(f"  {o['result']:9} {o['kind']}/{o['name']}" + (f"  ({o['reason']})" if o.get("reason") else ""))
+PY
+k -n shop rollout status deploy/web --timeout=60s >/dev/null
+sum_after=$(k -n shop exec deploy/web -- md5sum /data/orders.txt | cut -d' ' -f1)
+[ "$sum_before" = "$sum_after" ] || { echo "restored data differs: $sum_after" >&2; exit 1; }
+echo "shop running again in a new namespace object with its data: /data/orders.txt md5 $sum_after"
+k -n shop get deploy,pod,svc,pvc,configmap,secret
 echo "==> done; everything is in $work"

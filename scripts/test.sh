@@ -44,5 +44,22 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest missing: installing it"
   cargo install --locked cargo-nextest </dev/null
 fi
+# The README's main job runs too (without arguments, i.e. not when only some tests are
+# asked for), before the tests so that their summary stays the last thing printed.
+demo_status=0
+if [ $# -eq 0 ]; then
+  log "the main job: scripts/demo.sh"
+  demo_dir=$(mktemp -d /tmp/coffer-demo.XXXXXX)
+  if "$root/scripts/demo.sh" "$demo_dir" </dev/null; then
+    rm -rf "$demo_dir"
+  else
+    demo_status=1
+    log "scripts/demo.sh FAILED (its files are in $demo_dir)"
+  fi
+fi
 log "building and running the tests"
 cargo nextest run --workspace --no-fail-fast --build-jobs "$CARGO_BUILD_JOBS" "$@"
+if [ "$demo_status" -ne 0 ]; then
+  log "the tests passed but scripts/demo.sh failed (see above)"
+  exit 1
+fi
