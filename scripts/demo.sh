@@ -84,8 +84,12 @@ diff -r "$work/tree" "$work/restored-tree" && echo "tree restored identically"
 "$coffer" stats
 
 echo "==> an application on the simulated cluster"
-if ! command -v kubectl >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client </dev/null >/dev/null
+need_apt=()
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+command -v xz >/dev/null || need_apt+=(xz-utils)  # ../shared/k8s/assets unpacks with it
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq </dev/null && apt-get install -y -qq "${need_apt[@]}" </dev/null >/dev/null
 fi
 KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$(../shared/k8s/assets)}
 export KUBEBUILDER_ASSETS
@@ -99,11 +103,10 @@ until grep -q "cluster ready" "$work/cluster.log"; do
 done
 grep "cluster ready" "$work/cluster.log"
 export KUBECONFIG=$work/cluster/kubeconfig
-k() { kubectl "$@"; }
 
 # The shop: a ConfigMap, a Secret, a PVC, a Deployment whose pod writes to the PVC (once,
 # with the time in nanoseconds, so a file written again would not match), a Service.
-k apply -f - >/dev/null <<YAML
+kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop}
@@ -150,16 +153,21 @@ spec:
   selector: {app: web}
   ports: [{port: 80}]
 YAML
-k -n shop rollout status deploy/web --timeout=60s >/dev/null
-k -n shop exec deploy/web -- sh -c 'sleep 0.5; test -s /data/orders.txt'
-sum_before=$(k -n shop exec deploy/web -- md5sum /data/orders.txt | cut -d' ' -f1)
+kubectl -n shop rollout status deploy/web --timeout=60s >/dev/null
+# Ready means started (there are no probes): wait for the file to be written.
+for _ in $(seq 50); do
+  kubectl -n shop exec deploy/web -- test -s /data/orders.txt && break
+  sleep 0.2
+done
+sum_before=$(kubectl -n shop exec deploy/web -- md5sum /data/orders.txt | cut -d' ' -f1)
 echo "shop running; /data/orders.txt md5 $sum_before"
 
-# mover POD_NAME ARGS...: a pod running the coffer image with the PVC `data` at /data and
-# the repository (a host directory: pods share the host's file system) at the same path.
+# mover POD_NAME ARGS_JSON: a pod running the coffer image with the PVC `data` at /data and
+# the repository (a host directory: pods share the host's file system) at the same path;
+# prints the pod's log (coffer's output) and fails when the pod does.
 mover() {
   local name=$1 args=$2
-  k apply -f - >/dev/null <<YAML
+  kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Pod
 metadata: {name: $name, namespace: shop}
@@ -185,37 +193,39 @@ YAML
   while [ "$phase" != Succeeded ] && [ "$phase" != Failed ]; do
     [ $SECONDS -lt $deadline ] || { echo "pod $name did not finish in 120 s" >&2; exit 1; }
     sleep 0.5
-    phase=$(k -n shop get pod "$name" -o jsonpath='{.status.phase}')
+    phase=$(kubectl -n shop get pod "$name" -o jsonpath='{.status.phase}')
   done
-  k -n shop logs "$name"
+  kubectl -n shop logs "$name"
   [ "$phase" = Succeeded ] || { echo "$name failed" >&2; exit 1; }
-  k -n shop delete pod "$name" --wait >/dev/null
+  kubectl -n shop delete pod "$name" --wait >/dev/null
 }
 
 echo "==> coffer resources backup --namespace shop"
 r1=$("$coffer" resources backup --namespace shop --json)
-echo "resources: $(echo "$r1" | field "['objects']") objects in snapshot $(echo "$r1" | field "['snapshot_id']")"
+resources_id=$(echo "$r1" | field "['snapshot_id']")
+echo "resources: $(echo "$r1" | field "['objects']") objects in snapshot $resources_id"
 echo "==> the PVC's data, backed up by a coffer pod"
 v1=$(mover backup '["volume", "backup", "/data", "--fs", "--tag", "pvc=shop/data", "--json"]')
-echo "volume: $(echo "$v1" | field "['bytes_total']") bytes in snapshot $(echo "$v1" | field "['snapshot_id']")"
+volume_id=$(echo "$v1" | field "['snapshot_id']")
+echo "volume: $(echo "$v1" | field "['bytes_total']") bytes in snapshot $volume_id"
 
 echo "==> disaster: kubectl delete namespace shop (the PV is reclaimed with it)"
-k delete namespace shop --wait --timeout=120s >/dev/null
-k get namespace shop >/dev/null 2>&1 && { echo "namespace shop still exists" >&2; exit 1; }
+kubectl delete namespace shop --wait --timeout=120s >/dev/null
+kubectl get namespace shop >/dev/null 2>&1 && { echo "namespace shop still exists" >&2; exit 1; }
 
 echo "==> restore: everything but the Deployment, the PVC's data, then the Deployment"
-"$coffer" resources restore "$(echo "$r1" | field "['snapshot_id']")" --exclude-resources deployments --json >"$work/restore1.json"
-mover restore "[\"volume\", \"restore\", \"$(echo "$v1" | field "['snapshot_id']")\", \"--target\", \"/data\", \"--json\"]" >/dev/null
-"$coffer" resources restore "$(echo "$r1" | field "['snapshot_id']")" --include-resources deployments --json >"$work/restore2.json"
+"$coffer" resources restore "$resources_id" --exclude-resources deployments --json >"$work/restore1.json"
+mover restore "[\"volume\", \"restore\", \"$volume_id\", \"--target\", \"/data\", \"--json\"]" >/dev/null
+"$coffer" resources restore "$resources_id" --include-resources deployments --json >"$work/restore2.json"
 python3 - "$work/restore1.json" "$work/restore2.json" <<'PY'
 import json, sys
 for p in sys.argv[1:]:
     for o in json.load(open(p))["results"]:
         print(f"  {o['result']:9} {o['kind']}/{o['name']}" + (f"  ({o['reason']})" if o.get("reason") else ""))
 PY
-k -n shop rollout status deploy/web --timeout=60s >/dev/null
-sum_after=$(k -n shop exec deploy/web -- md5sum /data/orders.txt | cut -d' ' -f1)
+kubectl -n shop rollout status deploy/web --timeout=60s >/dev/null
+sum_after=$(kubectl -n shop exec deploy/web -- md5sum /data/orders.txt | cut -d' ' -f1)
 [ "$sum_before" = "$sum_after" ] || { echo "restored data differs: $sum_after" >&2; exit 1; }
 echo "shop running again in a new namespace object with its data: /data/orders.txt md5 $sum_after"
-k -n shop get deploy,pod,svc,pvc,configmap,secret
+kubectl -n shop get deploy,pod,svc,pvc,configmap,secret
 echo "==> done; everything is in $work"
