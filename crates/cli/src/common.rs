@@ -3,10 +3,11 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use coffer_repo::{Location, Repository, Secret};
+use coffer_repo::{Location, Progress, Repository, Secret, Unit};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Repository location and secret, shared by all repository commands.
@@ -80,21 +81,6 @@ pub fn interactive() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// A byte-count progress bar with rate and ETA; hidden when stderr is not a terminal.
-pub fn bytes_progress(total: u64, message: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), draw_target());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(message.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 /// A spinner for work of unknown size; hidden when stderr is not a terminal.
 pub fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, draw_target());
@@ -105,6 +91,67 @@ pub fn spinner(message: &str) -> ProgressBar {
     bar.set_message(message.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// The CLI's receiver of engine progress: one bar on a terminal (bytes with rate and ETA,
+/// or a count of items), nothing otherwise; warnings are printed above the bar.
+pub struct ProgressBars {
+    bar: ProgressBar,
+    label: String,
+}
+
+impl ProgressBars {
+    /// A hidden bar until the engine's first stage begins.
+    pub fn new(label: &str) -> Arc<ProgressBars> {
+        let bar = ProgressBar::with_draw_target(Some(0), draw_target());
+        bar.set_style(bytes_style());
+        bar.set_message(label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Arc::new(ProgressBars {
+            bar,
+            label: label.to_string(),
+        })
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Progress for ProgressBars {
+    fn stage(&self, name: &str, unit: Unit, total: Option<u64>) {
+        self.bar.set_style(match unit {
+            Unit::Bytes => bytes_style(),
+            Unit::Items => items_style(),
+        });
+        self.bar.set_length(total.unwrap_or(0));
+        self.bar.set_position(0);
+        self.bar.set_message(format!("{} ({name})", self.label));
+    }
+    fn set_total(&self, total: u64) {
+        self.bar.set_length(total);
+    }
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn warn(&self, item: &str, message: &str) {
+        self.bar.suspend(|| eprintln!("warning: {item}: {message}"));
+    }
+}
+
+fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+}
+
+fn items_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg} [{elapsed_precise}] [{wide_bar}] {pos}/{len} ETA {eta}")
+        .expect("valid template")
+        .progress_chars("=> ")
 }
 
 fn draw_target() -> ProgressDrawTarget {

@@ -344,18 +344,17 @@ pub async fn check(opts: &RepoOpts, a: CheckArgs) -> Result<()> {
     } else {
         None
     };
-    let bar = common::bytes_progress(0, "checking");
-    let progress = {
-        let bar = bar.clone();
-        move |done: u64, total: u64| {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-    };
+    let bar = common::ProgressBars::new("checking");
     let report = repo
-        .check(CheckOptions { read_data }, Some(&progress))
+        .check(
+            CheckOptions {
+                read_data,
+                metadata: Vec::new(),
+            },
+            &*bar,
+        )
         .await?;
-    bar.finish_and_clear();
+    bar.finish();
     if a.json {
         common::print_json(&report)?;
     } else {

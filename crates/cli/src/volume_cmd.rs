@@ -2,13 +2,11 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use coffer_repo::{Repository, Snapshot};
-use coffer_volume::{Progress, block, fs};
+use coffer_repo::{ParentChoice, SharedProgress, SnapshotKind};
+use coffer_volume::{block, fs};
 
 use crate::common::{self, RepoOpts};
 use crate::repo_cmd::human_bytes;
@@ -79,52 +77,6 @@ pub async fn run(opts: &RepoOpts, cmd: VolumeCommand) -> Result<()> {
     }
 }
 
-/// Shows a progress bar fed from the data mover's counters until the work ends.
-fn watch(
-    progress: &Progress,
-    label: &str,
-) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
-    let bar = common::bytes_progress(0, label);
-    let (b, p) = (bar.clone(), progress.clone());
-    let handle = tokio::spawn(async move {
-        loop {
-            b.set_length(p.total.load(Ordering::Relaxed));
-            b.set_position(p.done.load(Ordering::Relaxed));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    (bar, handle)
-}
-
-async fn resolve_parent(
-    repo: &Repository,
-    parent: &Option<String>,
-    kind: &str,
-    source: &str,
-    tags: &std::collections::BTreeMap<String, String>,
-) -> Result<Option<Snapshot>> {
-    match parent.as_deref() {
-        None => Ok(None),
-        Some("auto") => Ok(repo
-            .list_snapshots()
-            .await?
-            .into_iter()
-            .rev()
-            .find(|s| s.kind == kind && s.source == source && &s.tags == tags)),
-        Some(id) => {
-            let s = repo.find_snapshot(id).await?;
-            if s.kind != kind {
-                bail!(
-                    "parent {} is a {} snapshot; this backup is {kind}",
-                    s.id.short(),
-                    s.kind
-                );
-            }
-            Ok(Some(s))
-        }
-    }
-}
-
 async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
     let meta = std::fs::metadata(&a.path)
         .with_context(|| format!("cannot back up {}", a.path.display()))?;
@@ -144,9 +96,19 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
     let tags = common::parse_tags(&a.tags)?;
     let repo = opts.open().await?;
     let source = block::canonical(&a.path);
-    let kind = if is_block { "block" } else { "fs" };
-    let parent =
-        resolve_parent(&repo, &a.parent, kind, &source.display().to_string(), &tags).await?;
+    let kind = if is_block {
+        SnapshotKind::Block
+    } else {
+        SnapshotKind::Fs
+    };
+    let parent = repo
+        .resolve_parent(
+            &ParentChoice::from_flag(a.parent.as_deref()),
+            &kind,
+            &source.display().to_string(),
+            &tags,
+        )
+        .await?;
     let changed_ranges = match (&a.changed_ranges, is_block) {
         (Some(_), false) => bail!("--changed-ranges applies to block volumes only"),
         (Some(f), true) => {
@@ -212,14 +174,12 @@ async fn with_progress<T, F, Fut>(
 ) -> Result<()>
 where
     T: serde::Serialize,
-    F: FnOnce(Progress) -> Fut,
+    F: FnOnce(SharedProgress) -> Fut,
     Fut: std::future::Future<Output = coffer_volume::Result<T>>,
 {
-    let progress = Progress::default();
-    let (bar, ticker) = watch(&progress, label);
-    let result = run(progress).await;
-    ticker.abort();
-    bar.finish_and_clear();
+    let bar = common::ProgressBars::new(label);
+    let result = run(bar.clone()).await;
+    bar.finish();
     let summary = result?;
     if json {
         return common::print_json(&summary);
@@ -231,12 +191,12 @@ where
 async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
     let repo = opts.open().await?;
     let snap = repo.find_snapshot(&a.id).await?;
-    match snap.kind.as_str() {
-        "block" if !a.include.is_empty() => {
+    match &snap.kind {
+        SnapshotKind::Block if !a.include.is_empty() => {
             bail!("--include applies to file-system snapshots only")
         }
-        "fs" if a.delta => bail!("--delta applies to block snapshots only"),
-        "block" | "fs" => {}
+        SnapshotKind::Fs if a.delta => bail!("--delta applies to block snapshots only"),
+        SnapshotKind::Block | SnapshotKind::Fs => {}
         other => bail!(
             "snapshot {} is a {other} snapshot; `coffer volume restore` restores block and fs snapshots",
             snap.id.short()
@@ -253,7 +213,7 @@ async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
         )
     };
     with_progress("restore", a.json, human, |progress| async {
-        if snap.kind == "block" {
+        if snap.kind == SnapshotKind::Block {
             block::restore(
                 &repo,
                 &snap,

@@ -7,19 +7,42 @@
 //! snapshots that need a chunk whose only copies are damaged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, SnapshotId};
 use crate::pack;
+use crate::progress::{Progress, Unit};
 use crate::repository::Repository;
+use crate::snapshot::{Snapshot, SnapshotKind};
 
-#[derive(Clone, Copy, Debug, Default)]
+/// What `check` verifies beyond the structure.
+#[derive(Clone, Default)]
 pub struct CheckOptions {
     /// Fraction of packs (0..=1) whose every byte is read and verified; None reads none.
     pub read_data: Option<f64>,
+    /// Kind-specific checks of snapshots' metadata (block maps, file trees, catalogs),
+    /// supplied by the layers that own those formats: the repository cannot read them.
+    pub metadata: Vec<Arc<dyn MetadataCheck>>,
+}
+
+/// A check of the metadata stream of snapshots of some kinds, by the layer that owns the
+/// format: it decodes the stream as a restore would and reports everything a restore
+/// would refuse or get wrong.
+pub trait MetadataCheck: Send + Sync {
+    /// Whether this check reads snapshots of `kind`.
+    fn handles(&self, kind: &SnapshotKind) -> bool;
+    /// The problems found in `snap`'s metadata, each one line; empty when it is valid.
+    /// `Err` only when the check itself could not run (storage unreachable).
+    fn check<'a>(
+        &'a self,
+        repo: &'a Repository,
+        snap: &'a Snapshot,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -44,15 +67,10 @@ impl CheckReport {
     }
 }
 
-/// Progress callback: (packs done, packs to read).
-pub type CheckProgress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
-
 impl Repository {
-    pub async fn check(
-        &self,
-        opts: CheckOptions,
-        progress: Option<CheckProgress<'_>>,
-    ) -> Result<CheckReport> {
+    /// Verifies the repository; reports "reading" (packs read whole) and "snapshots"
+    /// stages to `progress`.
+    pub async fn check(&self, opts: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         let mut r = CheckReport::default();
         let mut damaged: BTreeMap<Id, String> = BTreeMap::new();
         let mut bad_blobs: HashSet<(Id, ChunkId)> = HashSet::new();
@@ -157,8 +175,7 @@ impl Repository {
             .filter(|(p, _)| read_set.contains(p) && !damaged.contains_key(p))
             .copied()
             .collect();
-        let total = to_read.len() as u64;
-        let mut done = 0u64;
+        progress.stage("reading", Unit::Items, Some(to_read.len() as u64));
         let mut reads = futures::stream::iter(to_read)
             .map(|(p, _)| {
                 let expected = indexed.get(&p).map(|(_, b)| b.clone()).unwrap_or_default();
@@ -166,10 +183,7 @@ impl Repository {
             })
             .buffer_unordered(2);
         while let Some((p, res)) = reads.next().await {
-            done += 1;
-            if let Some(cb) = progress {
-                cb(done, total);
-            }
+            progress.advance(1);
             match res {
                 Ok((bytes, bad)) => {
                     r.packs_read += 1;
@@ -217,7 +231,9 @@ impl Repository {
         // Snapshots.
         let snap_ids = self.snapshot_ids().await?;
         r.snapshots = snap_ids.len();
+        progress.stage("snapshots", Unit::Items, Some(snap_ids.len() as u64));
         for sid in snap_ids {
+            progress.advance(1);
             let snap = match self.load_snapshot(&sid).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -250,6 +266,19 @@ impl Repository {
                 ));
                 r.affected_snapshots.push(sid);
                 continue;
+            }
+            for m in opts.metadata.iter().filter(|m| m.handles(&snap.kind)) {
+                let problems = m.check(self, &snap).await?;
+                if !problems.is_empty() {
+                    r.errors.extend(
+                        problems
+                            .iter()
+                            .map(|p| format!("snapshot {} ({}): {p}", sid.short(), snap.kind)),
+                    );
+                    if !r.affected_snapshots.contains(&sid) {
+                        r.affected_snapshots.push(sid);
+                    }
+                }
             }
             let mut blamed: HashSet<Id> = HashSet::new();
             for id in needed.iter().filter(|id| !chunk_ok(id)) {

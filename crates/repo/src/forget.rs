@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repository::Repository;
-use crate::snapshot::{Snapshot, snapshot_path};
+use crate::snapshot::{Snapshot, SnapshotKind, snapshot_path};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RetentionPolicy {
@@ -48,7 +48,7 @@ pub struct Decision {
 
 /// Applies `policy` to `snaps` (any order); returns one decision per snapshot.
 pub fn apply_policy(snaps: &[Snapshot], policy: &RetentionPolicy) -> Vec<Decision> {
-    let mut groups: BTreeMap<(String, String, String), Vec<&Snapshot>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, SnapshotKind, String), Vec<&Snapshot>> = BTreeMap::new();
     for s in snaps {
         groups
             .entry((s.hostname.clone(), s.kind.clone(), s.source.clone()))

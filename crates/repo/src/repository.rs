@@ -15,7 +15,30 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, SnapshotId};
 use crate::index::{self, ChunkLocation, IndexFile, IndexTable};
 use crate::pack::{self, BlobEntry, Compression};
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, Snapshot, SnapshotKind};
+
+/// Which snapshot an incremental backup takes unchanged data from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// None: read everything.
+    #[default]
+    None,
+    /// The newest snapshot of the same kind, source and tags.
+    Auto,
+    /// A snapshot id or unique prefix (or "latest").
+    Id(String),
+}
+
+impl ParentChoice {
+    /// `--parent` as the CLI takes it: absent, `auto`, or an id.
+    pub fn from_flag(flag: Option<&str>) -> ParentChoice {
+        match flag {
+            None => ParentChoice::None,
+            Some("auto") => ParentChoice::Auto,
+            Some(id) => ParentChoice::Id(id.to_string()),
+        }
+    }
+}
 
 /// A run of blobs of one pack read at once: (pack, start, end, blobs).
 type Span = (Id, u64, u64, Vec<(ChunkId, ChunkLocation)>);
@@ -709,6 +732,38 @@ impl Repository {
             [] => Err(Error::SnapshotNotFound(prefix.into())),
             [one] => self.load_snapshot(one).await,
             _ => Err(Error::AmbiguousSnapshot(prefix.into())),
+        }
+    }
+
+    /// The parent an incremental backup of (`kind`, `source`, `tags`) compares against:
+    /// none, the newest snapshot with the same kind, source and tags
+    /// ([`ParentChoice::Auto`]), or a named one, which must be of the same kind.
+    pub async fn resolve_parent(
+        &self,
+        choice: &ParentChoice,
+        kind: &SnapshotKind,
+        source: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<Snapshot>> {
+        match choice {
+            ParentChoice::None => Ok(None),
+            ParentChoice::Auto => Ok(self
+                .list_snapshots()
+                .await?
+                .into_iter()
+                .rev()
+                .find(|s| &s.kind == kind && s.source == source && &s.tags == tags)),
+            ParentChoice::Id(id) => {
+                let s = self.find_snapshot(id).await?;
+                if &s.kind != kind {
+                    return Err(Error::Invalid(format!(
+                        "parent {} is a {} snapshot; this backup is {kind}",
+                        s.id.short(),
+                        s.kind
+                    )));
+                }
+                Ok(Some(s))
+            }
         }
     }
 

@@ -12,6 +12,70 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkId, SnapshotId};
 
+/// What a snapshot holds, which says how its `root` stream is to be read. Stored as a
+/// lowercase string; kinds this version does not know are kept as they are
+/// ([`SnapshotKind::Other`]), so that listings, retention, check, copy and prune still
+/// handle snapshots written by a newer Coffer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SnapshotKind {
+    /// A block device or image: the root is a block map.
+    Block,
+    /// A file-system tree: the root is a file tree.
+    Fs,
+    /// Kubernetes objects: the root is a resources catalog.
+    Resources,
+    /// A kind this version does not know.
+    Other(String),
+}
+
+impl SnapshotKind {
+    /// The stored name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SnapshotKind::Block => "block",
+            SnapshotKind::Fs => "fs",
+            SnapshotKind::Resources => "resources",
+            SnapshotKind::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for SnapshotKind {
+    fn from(s: &str) -> SnapshotKind {
+        match s {
+            "block" => SnapshotKind::Block,
+            "fs" => SnapshotKind::Fs,
+            "resources" => SnapshotKind::Resources,
+            other => SnapshotKind::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SnapshotKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SnapshotKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SnapshotKind, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(SnapshotKind::from(s.as_ref()))
+    }
+}
+
+impl Default for SnapshotKind {
+    fn default() -> SnapshotKind {
+        SnapshotKind::Other(String::new())
+    }
+}
+
 /// A stored snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -19,8 +83,8 @@ pub struct Snapshot {
     #[serde(skip)]
     pub id: SnapshotId,
     pub time: DateTime<Utc>,
-    /// "block", "fs", "resources", ...
-    pub kind: String,
+    /// What the snapshot holds.
+    pub kind: SnapshotKind,
     pub source: String,
     pub hostname: String,
     #[serde(default)]
@@ -41,7 +105,7 @@ pub struct Snapshot {
 /// What a writer commits.
 #[derive(Clone, Debug, Default)]
 pub struct NewSnapshot {
-    pub kind: String,
+    pub kind: SnapshotKind,
     pub source: String,
     pub tags: BTreeMap<String, String>,
     pub parent: Option<SnapshotId>,

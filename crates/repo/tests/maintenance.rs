@@ -77,9 +77,10 @@ async fn forget_and_prune_reclaim_space_and_keep_the_rest() {
     assert!(
         repo.check(
             CheckOptions {
-                read_data: Some(1.0)
+                read_data: Some(1.0),
+                ..Default::default()
             },
-            None
+            &coffer_repo::progress::NoProgress
         )
         .await
         .unwrap()
@@ -134,9 +135,10 @@ async fn prune_defers_while_a_backup_runs_and_the_backup_survives() {
     assert!(
         repo.check(
             CheckOptions {
-                read_data: Some(1.0)
+                read_data: Some(1.0),
+                ..Default::default()
             },
-            None
+            &coffer_repo::progress::NoProgress
         )
         .await
         .unwrap()
@@ -156,9 +158,10 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     assert!(
         repo.check(
             CheckOptions {
-                read_data: Some(1.0)
+                read_data: Some(1.0),
+                ..Default::default()
             },
-            None
+            &coffer_repo::progress::NoProgress
         )
         .await
         .unwrap()
@@ -175,7 +178,10 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     bytes[loc.offset as usize + 100] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
 
-    let structural = repo.check(CheckOptions::default(), None).await.unwrap();
+    let structural = repo
+        .check(CheckOptions::default(), &coffer_repo::progress::NoProgress)
+        .await
+        .unwrap();
     assert!(
         structural.ok(),
         "a flipped data byte is only seen when reading data"
@@ -184,8 +190,9 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
         .check(
             CheckOptions {
                 read_data: Some(1.0),
+                ..Default::default()
             },
-            None,
+            &coffer_repo::progress::NoProgress,
         )
         .await
         .unwrap();
@@ -211,7 +218,10 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     // Truncation and deletion are found by the structural check, and lose the whole
     // pack: now b is affected too.
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-    let report = repo.check(CheckOptions::default(), None).await.unwrap();
+    let report = repo
+        .check(CheckOptions::default(), &coffer_repo::progress::NoProgress)
+        .await
+        .unwrap();
     assert_eq!(report.damaged_packs, vec![loc.pack]);
     let mut both = vec![a.id, b.id];
     both.sort();
@@ -219,7 +229,10 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     affected.sort();
     assert_eq!(affected, both);
     std::fs::remove_file(&path).unwrap();
-    let report = repo.check(CheckOptions::default(), None).await.unwrap();
+    let report = repo
+        .check(CheckOptions::default(), &coffer_repo::progress::NoProgress)
+        .await
+        .unwrap();
     assert!(
         report.errors.iter().any(|e| e.contains("missing")),
         "{:?}",
@@ -256,9 +269,10 @@ async fn copy_to_another_repository() {
         target
             .check(
                 CheckOptions {
-                    read_data: Some(1.0)
+                    read_data: Some(1.0),
+                    ..Default::default()
                 },
-                None
+                &coffer_repo::progress::NoProgress
             )
             .await
             .unwrap()
@@ -302,8 +316,9 @@ async fn concurrent_writers_and_prune() {
         .check(
             CheckOptions {
                 read_data: Some(1.0),
+                ..Default::default()
             },
-            None,
+            &coffer_repo::progress::NoProgress,
         )
         .await
         .unwrap();

@@ -129,8 +129,9 @@ async fn s3_round_trip_with_multipart_packs_check_and_prune() {
         .check(
             CheckOptions {
                 read_data: Some(1.0),
+                ..Default::default()
             },
-            None,
+            &coffer_repo::progress::NoProgress,
         )
         .await
         .unwrap();

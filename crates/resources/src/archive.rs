@@ -17,8 +17,6 @@ use serde_json::Value;
 use crate::discovery::{ServedResource, split_api_version};
 use crate::{Error, Result};
 
-/// The snapshot kind of resources backups.
-pub const SNAPSHOT_KIND: &str = "resources";
 /// Version of the catalog layout.
 pub const CATALOG_FORMAT: u32 = 1;
 
@@ -92,7 +90,7 @@ pub struct Catalog {
 impl Catalog {
     /// Reads the catalog of a resources snapshot.
     pub async fn load(repo: &Repository, snap: &Snapshot) -> Result<Catalog> {
-        if snap.kind != SNAPSHOT_KIND {
+        if snap.kind != coffer_repo::SnapshotKind::Resources {
             return Err(Error::Invalid(format!(
                 "snapshot {} is a {} snapshot, not a resources snapshot (list them with `coffer snapshots`)",
                 snap.id.short(),
@@ -203,7 +201,7 @@ pub async fn write_snapshot(
             summary["bytes_new"] = bytes_new.into();
             let snap = writer
                 .commit(NewSnapshot {
-                    kind: SNAPSHOT_KIND.into(),
+                    kind: coffer_repo::SnapshotKind::Resources,
                     source,
                     tags,
                     parent: None,

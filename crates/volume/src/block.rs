@@ -15,7 +15,7 @@ use coffer_repo::{BlobKind, ChunkId, Id, Repository, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err, is_zero};
+use crate::{BackupSummary, Error, RestoreSummary, Result, SharedProgress, Unit, io_err, is_zero};
 
 const MAGIC: &[u8; 8] = b"CBMP0001";
 /// Blocks processed at once (read, hashed, compressed, sealed).
@@ -95,7 +95,7 @@ impl BlockMap {
     }
 
     pub async fn load(repo: &Repository, snap: &Snapshot) -> Result<BlockMap> {
-        if snap.kind != "block" {
+        if snap.kind != coffer_repo::SnapshotKind::Block {
             return Err(Error::Invalid(format!(
                 "snapshot {} is a {} snapshot, not a block snapshot",
                 snap.id.short(),
@@ -146,7 +146,7 @@ pub struct BlockBackup<'a> {
     pub changed_ranges: Option<Vec<ByteRange>>,
     /// Read every block even when the parent shows the image file unchanged.
     pub force: bool,
-    pub progress: Progress,
+    pub progress: SharedProgress,
 }
 
 enum Plan {
@@ -160,7 +160,7 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
     let size = volume_size(b.source, &file)?;
     let block_size = repo.config().block_size;
     let n_blocks = size.div_ceil(block_size as u64) as usize;
-    b.progress.set_total(size);
+    b.progress.stage("reading", Unit::Bytes, Some(size));
 
     let parent_map = match &b.parent {
         Some(p) => Some(BlockMap::load(repo, p).await?),
@@ -239,7 +239,7 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
                     Plan::Read => true,
                 };
                 if !read {
-                    progress.add(len as u64);
+                    progress.advance(len as u64);
                     let Plan::Reuse(id) = plan else {
                         unreachable!()
                     };
@@ -253,7 +253,7 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
                 .await
                 .expect("read task panicked")
                 .map_err(|e| io_err(&source, e))?;
-                progress.add(len as u64);
+                progress.advance(len as u64);
                 if is_zero(&data) {
                     return Ok((None, len as u64));
                 }
@@ -279,7 +279,7 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
     };
     let root = writer.add_stream(BlobKind::Meta, &map.encode()).await?;
     let summary = BackupSummary {
-        kind: "block".into(),
+        kind: coffer_repo::SnapshotKind::Block,
         source: b.source.display().to_string(),
         bytes_total: size,
         bytes_read,
@@ -294,7 +294,7 @@ pub struct BlockRestore<'a> {
     pub target: &'a Path,
     /// Write only the blocks that differ from the existing target.
     pub delta: bool,
-    pub progress: Progress,
+    pub progress: SharedProgress,
 }
 
 pub async fn restore(
@@ -338,7 +338,8 @@ pub async fn restore(
         file.set_len(map.volume_size)
             .map_err(|e| io_err(&target, e))?;
     }
-    r.progress.set_total(map.volume_size);
+    r.progress
+        .stage("writing", Unit::Bytes, Some(map.volume_size));
     let file = std::sync::Arc::new(file);
     // Fresh files are sparse already: only non-zero blocks are written. Devices and delta
     // targets compare or overwrite every block.
@@ -352,7 +353,7 @@ pub async fn restore(
         .filter(|&i| !must_visit && map.blocks[i].is_none())
         .map(|i| map.block_len(i) as u64)
         .sum();
-    r.progress.add(skipped);
+    r.progress.advance(skipped);
     let todo: Vec<usize> = if r.delta {
         let differs: Vec<Option<usize>> = futures::stream::iter(candidates)
             .map(|i| {
@@ -376,7 +377,7 @@ pub async fn restore(
                         Some(id) => repo.chunk_id(&current) == id,
                     };
                     if same {
-                        progress.add(len as u64);
+                        progress.advance(len as u64);
                     }
                     Ok::<_, Error>((!same).then_some(i))
                 }
@@ -399,7 +400,7 @@ pub async fn restore(
             bytes_written += len as u64;
         }
         blocks_changed += 1;
-        r.progress.add(len as u64);
+        r.progress.advance(len as u64);
     }
     // 3. Data blocks: chunks fetched pack by pack in large reads, each written to every
     //    block that holds it (a chunk can repeat within a volume).
@@ -455,7 +456,7 @@ pub async fn restore(
                 .map_err(|e| io_err(&target, e))?;
             bytes_written += n;
             blocks_changed += count;
-            r.progress.add(n);
+            r.progress.advance(n);
         }
     }
     while let Some(done) = writes_running.next().await {
@@ -464,7 +465,7 @@ pub async fn restore(
             .map_err(|e| io_err(&target, e))?;
         bytes_written += n;
         blocks_changed += count;
-        r.progress.add(n);
+        r.progress.advance(n);
     }
     file.sync_all().map_err(|e| io_err(&target, e))?;
     Ok(RestoreSummary {

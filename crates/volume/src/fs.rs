@@ -20,7 +20,7 @@ use coffer_repo::{BlobKind, Id, Repository, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::{BackupSummary, Error, Progress, RestoreSummary, Result, io_err};
+use crate::{BackupSummary, Error, RestoreSummary, Result, SharedProgress, Unit, io_err};
 
 /// Large files or batches of small files read at once.
 const FILES_IN_FLIGHT: usize = 8;
@@ -211,7 +211,7 @@ pub fn decode_tree(b: &[u8]) -> Result<Vec<Entry>> {
 }
 
 pub async fn load_tree(repo: &Repository, snap: &Snapshot) -> Result<Vec<Entry>> {
-    if snap.kind != "fs" {
+    if snap.kind != coffer_repo::SnapshotKind::Fs {
         return Err(Error::Invalid(format!(
             "snapshot {} is a {} snapshot, not a file-system snapshot",
             snap.id.short(),
@@ -295,7 +295,7 @@ pub struct FsBackup<'a> {
     pub parent: Option<Snapshot>,
     /// Read every file even when the parent shows it unchanged.
     pub force: bool,
-    pub progress: Progress,
+    pub progress: SharedProgress,
 }
 
 pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary> {
@@ -403,7 +403,7 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
             chunks: Vec::new(),
         });
     }
-    b.progress.set_total(total);
+    b.progress.stage("reading", Unit::Bytes, Some(total));
 
     let writer = repo.writer().await?;
     let chunker = repo.config().chunker;
@@ -433,7 +433,7 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
             && p.ino == e.ino
             && p.chunks.iter().all(|c| writer.reuse(&Id(c.id)))
         {
-            b.progress.add(e.size);
+            b.progress.advance(e.size);
             e.chunks = std::mem::take(&mut p.chunks);
             unchanged += 1;
             continue;
@@ -485,7 +485,7 @@ pub async fn backup(repo: &Repository, b: FsBackup<'_>) -> Result<BackupSummary>
         .add_stream(BlobKind::Meta, &encode_tree(&entries))
         .await?;
     let summary = BackupSummary {
-        kind: "fs".into(),
+        kind: coffer_repo::SnapshotKind::Fs,
         source: root.display().to_string(),
         bytes_total: total,
         bytes_read,
@@ -526,7 +526,7 @@ async fn backup_small_files(
     writer: &coffer_repo::Writer,
     jobs: Vec<FileJob>,
     p: coffer_repo::ChunkerParams,
-    progress: &Progress,
+    progress: &SharedProgress,
 ) -> Result<Vec<(usize, Vec<FileChunk>, u64)>> {
     let w = writer.clone();
     let sealed = tokio::task::spawn_blocking(move || {
@@ -557,7 +557,7 @@ async fn backup_small_files(
         for (offset, chunk) in file {
             let len = chunk.raw_len();
             read += len as u64;
-            progress.add(len as u64);
+            progress.advance(len as u64);
             let added = writer.store(chunk).await?;
             chunks.push(FileChunk {
                 offset,
@@ -577,7 +577,7 @@ async fn backup_file(
     writer: &coffer_repo::Writer,
     f: &FileJob,
     p: coffer_repo::ChunkerParams,
-    progress: &Progress,
+    progress: &SharedProgress,
 ) -> Result<(Vec<FileChunk>, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(2);
     let (path_buf, size, allocated) = (f.path.to_path_buf(), f.size, f.allocated);
@@ -603,7 +603,7 @@ async fn backup_file(
         let (offset, data) = item.map_err(|e| io_err(&f.path, e))?;
         let len = data.len() as u32;
         read += len as u64;
-        progress.add(len as u64);
+        progress.advance(len as u64);
         let added = writer.add(BlobKind::Data, Bytes::from(data)).await?;
         chunks.push(FileChunk {
             offset,
@@ -668,7 +668,7 @@ fn chunk_extent(
 pub struct FsRestore<'a> {
     pub target: &'a Path,
     pub include: Vec<String>,
-    pub progress: Progress,
+    pub progress: SharedProgress,
 }
 
 /// Writes the dirty data and metadata of the file system holding `file` to disk.
@@ -735,7 +735,7 @@ pub async fn restore(
         .filter(|(e, s)| **s && e.kind == Kind::File)
         .map(|(e, _)| e.size)
         .sum();
-    r.progress.set_total(total);
+    r.progress.stage("writing", Unit::Bytes, Some(total));
     let path_of = |e: &Entry| -> PathBuf {
         if e.path.is_empty() {
             target.clone()
@@ -868,7 +868,7 @@ pub async fn restore(
                 .expect("running")
                 .expect("write task panicked")?;
             written += n;
-            r.progress.add(n);
+            r.progress.advance(n);
         }
         if written - flushed_at >= FLUSH_EVERY && flushing.as_ref().is_none_or(|f| f.is_finished())
         {
@@ -885,7 +885,7 @@ pub async fn restore(
     while let Some(done) = writes_running.next().await {
         let n = done.expect("write task panicked")?;
         written += n;
-        r.progress.add(n);
+        r.progress.advance(n);
     }
     drop(lanes);
     // Hard links after their first name exists.

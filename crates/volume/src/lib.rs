@@ -15,9 +15,6 @@
 pub mod block;
 pub mod fs;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// Errors of the data mover; each says what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,21 +41,7 @@ pub(crate) fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
     }
 }
 
-/// Progress counters shared with the caller (a progress bar reads them).
-#[derive(Clone, Default)]
-pub struct Progress {
-    pub total: Arc<AtomicU64>,
-    pub done: Arc<AtomicU64>,
-}
-
-impl Progress {
-    pub fn add(&self, n: u64) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn set_total(&self, n: u64) {
-        self.total.store(n, Ordering::Relaxed);
-    }
-}
+pub use coffer_repo::progress::{Progress, SharedProgress, Unit};
 
 /// True when every byte is zero (word-wise for speed).
 pub fn is_zero(data: &[u8]) -> bool {
@@ -71,7 +54,7 @@ pub fn is_zero(data: &[u8]) -> bool {
 pub struct BackupSummary {
     pub snapshot_id: String,
     pub parent: Option<String>,
-    pub kind: String,
+    pub kind: coffer_repo::SnapshotKind,
     pub source: String,
     pub bytes_total: u64,
     pub bytes_read: u64,
