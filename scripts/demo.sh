@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d /tmp/coffer-demo.XXXXXX)}
 mkdir -p "$work"
 echo "==> building coffer" >&2
-cargo build -q -j2 -p coffer
+cargo build -q -j2 -p coffer --features dev-cluster
 coffer=$(pwd)/target/debug/coffer
 
 export COFFER_REPO=$work/repo COFFER_PASSWORD=${COFFER_PASSWORD:-demo-password} COFFER_CACHE_DIR=$work/cache

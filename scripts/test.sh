@@ -44,6 +44,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest missing: installing it"
   cargo install --locked cargo-nextest </dev/null
 fi
+# Static checks first: formatting, lints (warnings are errors) and the API docs (broken
+# links and missing docs are errors). Any failure stops the run here.
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --features coffer/dev-cluster -j "$CARGO_BUILD_JOBS" -- -D warnings
+log "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features coffer/dev-cluster -j "$CARGO_BUILD_JOBS" -q
+
 # The README's main job runs too (without arguments, i.e. not when only some tests are
 # asked for), before the tests so that their summary stays the last thing printed.
 demo_status=0
@@ -58,7 +67,7 @@ if [ $# -eq 0 ]; then
   fi
 fi
 log "building and running the tests"
-cargo nextest run --workspace --no-fail-fast --build-jobs "$CARGO_BUILD_JOBS" "$@"
+cargo nextest run --workspace --features coffer/dev-cluster --no-fail-fast --build-jobs "$CARGO_BUILD_JOBS" "$@"
 if [ "$demo_status" -ne 0 ]; then
   log "the tests passed but scripts/demo.sh failed (see above)"
   exit 1

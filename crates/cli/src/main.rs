@@ -4,6 +4,7 @@
 //! library crates and prints results; no repository or Kubernetes logic lives here.
 
 mod common;
+#[cfg(feature = "dev-cluster")]
 mod dev;
 mod repo_cmd;
 mod resources_cmd;
@@ -53,6 +54,7 @@ enum Command {
     /// Repository statistics.
     Stats(repo_cmd::StatsArgs),
     /// Developer tools: a local test cluster.
+    #[cfg(feature = "dev-cluster")]
     #[command(subcommand)]
     Dev(dev::DevCommand),
 }
@@ -65,11 +67,15 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // Logs only when COFFER_LOG asks for them (e.g. COFFER_LOG=info): errors and results
+    // are printed by the commands themselves, one line each; and colours only on a
+    // terminal, so that captured output stays plain text.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -91,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Command::Copy(a) => repo_cmd::copy(&repo, a).await,
             Command::Key(c) => repo_cmd::key(&repo, c).await,
             Command::Stats(a) => repo_cmd::stats(&repo, a).await,
+            #[cfg(feature = "dev-cluster")]
             Command::Dev(cmd) => dev::run(cmd).await,
         }
     });

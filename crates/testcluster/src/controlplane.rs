@@ -260,25 +260,18 @@ impl ControlPlane {
         }
     }
 
-    /// Installs every CRD in `dir` and waits until each is Established.
-    pub async fn install_crds(&self, dir: &Path) -> Result<()> {
+    /// Installs every CRD in `files` ((name, YAML) pairs) and waits until each is Established.
+    pub async fn install_crds(&self, files: &[(String, String)]) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let mut names = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let text = std::fs::read_to_string(&path)?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
+        for (path, text) in files {
+            for doc in serde_yaml::Deserializer::from_str(text) {
                 let value = serde_yaml::Value::deserialize(doc)?;
                 if value.is_null() {
                     continue;
                 }
                 let crd: CustomResourceDefinition = serde_yaml::from_value(value)
-                    .with_context(|| format!("parsing CRD in {}", path.display()))?;
+                    .with_context(|| format!("parsing CRD in {path}"))?;
                 let name = crd.metadata.name.clone().context("CRD without name")?;
                 api.patch(
                     &name,
@@ -286,7 +279,7 @@ impl ControlPlane {
                     &Patch::Apply(&crd),
                 )
                 .await
-                .with_context(|| format!("installing CRD {name} from {}", path.display()))?;
+                .with_context(|| format!("installing CRD {name} from {path}"))?;
                 names.push(name);
             }
         }

@@ -43,15 +43,34 @@ pub const NODE_NAME: &str = "sim-node-0";
 /// The audience that SnapshotMetadata callers must request their token for.
 pub const SNAPSHOT_METADATA_AUDIENCE: &str = "coffer-sim-snapshot-metadata";
 
+macro_rules! crd_file {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../crds/", $name)))
+    };
+}
+
+/// The snapshot CRDs the simulated storage serves, built in (crds/, Apache-2.0, from
+/// kubernetes-csi/external-snapshotter and external-snapshot-metadata).
+const BUILTIN_CRDS: &[(&str, &str)] = &[
+    crd_file!("cbt.storage.k8s.io_snapshotmetadataservices.yaml"),
+    crd_file!("groupsnapshot.storage.k8s.io_volumegroupsnapshotclasses.yaml"),
+    crd_file!("groupsnapshot.storage.k8s.io_volumegroupsnapshotcontents.yaml"),
+    crd_file!("groupsnapshot.storage.k8s.io_volumegroupsnapshots.yaml"),
+    crd_file!("snapshot.storage.k8s.io_volumesnapshotclasses.yaml"),
+    crd_file!("snapshot.storage.k8s.io_volumesnapshotcontents.yaml"),
+    crd_file!("snapshot.storage.k8s.io_volumesnapshots.yaml"),
+];
+
 /// How to start a cluster. `Options::default()` reads the environment.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
     /// Default: env `KUBEBUILDER_ASSETS`.
     pub assets_dir: Option<PathBuf>,
-    /// The `shared` directory holding k8s/crds. Default: env `COFFER_SHARED_DIR`, else
-    /// the one found next to the workspace at build time.
-    pub shared_dir: Option<PathBuf>,
+    /// A directory of CRD YAML files to install instead of the snapshot CRDs built into
+    /// this crate (crds/: external-snapshotter's VolumeSnapshot and VolumeGroupSnapshot
+    /// kinds, external-snapshot-metadata's SnapshotMetadataService).
+    pub crds_dir: Option<PathBuf>,
     /// The `coffer` binary that containers with a Coffer image and no command run.
     /// Default: env `COFFER_BIN`.
     pub coffer_bin: Option<PathBuf>,
@@ -74,14 +93,28 @@ impl Options {
         }
     }
 
-    fn shared_dir(&self) -> PathBuf {
-        if let Some(d) = &self.shared_dir {
-            return d.clone();
-        }
-        match std::env::var_os("COFFER_SHARED_DIR") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ => PathBuf::from(env!("COFFER_SHARED_DIR_BUILD")),
-        }
+    /// The CRDs to install: (file name, YAML).
+    fn crds(&self) -> Result<Vec<(String, String)>> {
+        let Some(dir) = &self.crds_dir else {
+            return Ok(BUILTIN_CRDS
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect());
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the CRD directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                Ok((p.display().to_string(), text))
+            })
+            .collect()
     }
 
     fn coffer_bin(&self) -> Option<PathBuf> {
@@ -120,14 +153,7 @@ impl TestCluster {
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let root = root.canonicalize()?;
         let assets = options.assets_dir()?;
-        let shared = options.shared_dir();
-        let crds_dir = shared.join("k8s/crds");
-        if !crds_dir.is_dir() {
-            bail!(
-                "CRD directory {} not found: set COFFER_SHARED_DIR to the directory holding k8s/crds",
-                crds_dir.display()
-            );
-        }
+        let crds = options.crds()?;
         let mut cp = ControlPlane::start(
             &root,
             &assets,
@@ -137,7 +163,7 @@ impl TestCluster {
         let client = cp.client.clone();
         let result = async {
             let mut tasks = Vec::new();
-            cp.install_crds(&crds_dir).await?;
+            cp.install_crds(&crds).await?;
             let storage = storage::Storage::new(client.clone(), &root, &cp.ca, cp.ca_pem.clone())?;
             let node = node::Node::new(node::NodeConfig {
                 client: client.clone(),

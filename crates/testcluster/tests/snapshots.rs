@@ -5,10 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
-use coffer_testcluster::storage::metadata::proto;
 use common::{obj, wait_phase};
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{
@@ -239,100 +236,61 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "snap-reader"},
         "subjects": [{"kind": "ServiceAccount", "name": "backup", "namespace": "default"}],
     }))).await.unwrap();
-    let sms: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ar(
-            "cbt.storage.k8s.io",
-            "v1beta1",
-            "SnapshotMetadataService",
-            "snapshotmetadataservices",
-        ),
+    // Coffer's change-tracking client, as a backup would use it: discover the driver's
+    // service, get an audience-scoped token, ask for the delta and the allocated blocks.
+    let endpoint = coffer_cbt::discovery::find(&client, coffer_testcluster::DRIVER)
+        .await
+        .unwrap()
+        .expect("the simulated driver announces its SnapshotMetadataService");
+    assert_eq!(
+        endpoint.audience,
+        coffer_testcluster::SNAPSHOT_METADATA_AUDIENCE
     );
-    let sms = sms.get(coffer_testcluster::DRIVER).await.unwrap();
-    let audience = sms.data["spec"]["audience"].as_str().unwrap().to_string();
-    let address = sms.data["spec"]["address"].as_str().unwrap().to_string();
-    let ca = base64::engine::general_purpose::STANDARD
-        .decode(sms.data["spec"]["caCert"].as_str().unwrap())
-        .unwrap();
-    let tr: TokenRequest = sas
-        .create_subresource("token", "backup", &PostParams::default(), &json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": [audience]}}))
+    let token =
+        coffer_cbt::discovery::request_token(&client, "default", "backup", &endpoint.audience, 600)
+            .await
+            .unwrap();
+    let mut cbt = coffer_cbt::SnapshotMetadataClient::connect(&endpoint, token)
         .await
         .unwrap();
-    let token = tr.status.unwrap().token;
-
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-        .domain_name("127.0.0.1");
-    let channel = tonic::transport::Channel::from_shared(format!("https://{address}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = proto::snapshot_metadata_client::SnapshotMetadataClient::new(channel);
-    let collect = |resps: Vec<Vec<proto::BlockMetadata>>| -> Vec<i64> {
-        resps
-            .into_iter()
-            .flatten()
-            .map(|b| b.byte_offset / 4096)
+    let blocks = |c: &coffer_cbt::ChangedBlocks| -> Vec<u64> {
+        c.ranges
+            .iter()
+            .flat_map(|r| (r.offset / 4096)..(r.end() / 4096))
             .collect()
     };
+    let delta = cbt.delta("default", &base_handle, "blk-2").await.unwrap();
+    assert_eq!(delta.volume_capacity, 1 << 20);
+    assert_eq!(blocks(&delta), vec![3, 7]);
+    let allocated = cbt.allocated("default", "blk-1").await.unwrap();
+    assert_eq!(blocks(&allocated), vec![0, 1, 2]);
+    assert_eq!(
+        allocated.ranges,
+        vec![coffer_cbt::ByteRange {
+            offset: 0,
+            length: 3 * 4096
+        }],
+        "adjacent blocks arrive merged"
+    );
 
-    let mut s = grpc
-        .get_metadata_delta(proto::GetMetadataDeltaRequest {
-            security_token: token.clone(),
-            namespace: "default".into(),
-            base_snapshot_id: base_handle.clone(),
-            target_snapshot_name: "blk-2".into(),
-            starting_offset: 0,
-            max_results: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = s.message().await.unwrap() {
-        assert_eq!(r.volume_capacity_bytes, 1 << 20);
-        got.push(r.block_metadata);
-    }
-    assert_eq!(collect(got), vec![3, 7]);
-
-    let mut s = grpc
-        .get_metadata_allocated(proto::GetMetadataAllocatedRequest {
-            security_token: token.clone(),
-            namespace: "default".into(),
-            snapshot_name: "blk-1".into(),
-            starting_offset: 0,
-            max_results: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = s.message().await.unwrap() {
-        got.push(r.block_metadata);
-    }
-    assert_eq!(collect(got), vec![0, 1, 2]);
-
-    // A token for another audience is refused.
-    let other: TokenRequest = sas
-        .create_subresource("token", "backup", &PostParams::default(), &json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": ["other"]}}))
+    // A token for another audience is refused, and the error says so.
+    let other = coffer_cbt::discovery::request_token(&client, "default", "backup", "other", 600)
         .await
         .unwrap();
-    let err = grpc
-        .get_metadata_allocated(proto::GetMetadataAllocatedRequest {
-            security_token: other.status.unwrap().token,
-            namespace: "default".into(),
-            snapshot_name: "blk-1".into(),
-            starting_offset: 0,
-            max_results: 0,
-        })
+    let mut wrong = coffer_cbt::SnapshotMetadataClient::connect(&endpoint, other)
         .await
-        .expect_err("must be refused");
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        .unwrap();
+    let err = wrong.allocated("default", "blk-1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            coffer_cbt::Error::Call {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Deleting a snapshot (policy Delete) removes its content and data.
     let meta = cluster.storage().snapshot_meta(&base_handle).unwrap();

@@ -1,4 +1,4 @@
-//! The SnapshotMetadata gRPC service (../shared/k8s/proto/snapshot-metadata.proto) for
+//! The SnapshotMetadata gRPC service (crates/cbt/proto/snapshot-metadata.proto) for
 //! Block snapshots of the simulated driver, over TLS, announced by a
 //! SnapshotMetadataService object (address, CA, audience). Callers present an
 //! audience-scoped ServiceAccount token that is checked with a TokenReview (and a
@@ -25,10 +25,8 @@ use tonic::{Request, Response, Status};
 
 use super::{Storage, jstr, sms_ar, vs_ar, vsc_ar};
 
-/// Generated from snapshot-metadata.proto.
-pub mod proto {
-    tonic::include_proto!("snapshotmetadata");
-}
+/// The protocol's generated code, from the change-tracking crate.
+pub use coffer_cbt::proto;
 
 use proto::snapshot_metadata_server::{SnapshotMetadata, SnapshotMetadataServer};
 use proto::{
