@@ -1,7 +1,10 @@
+//! Chunks, streams and snapshots round trip byte for byte; dedup within and across
+//! sessions; wrong secrets, missing and existing repositories are told apart.
+
 mod common;
 
 use bytes::Bytes;
-use coffer_repo::{BlobKind, Error, Location, NewSnapshot, Repository, Secret};
+use coffer_repo::{BlobKind, Error, NewSnapshot, Repository, Secret};
 use common::*;
 
 #[tokio::test]
@@ -73,24 +76,37 @@ async fn chunks_round_trip_and_dedup() {
     .await
     .unwrap();
     // No session markers remain after commits.
-    assert!(repo2.backend().list("sessions/").await.unwrap().is_empty());
+    assert!(repo2.storage().list("sessions/").await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn wrong_password_and_missing_repo() {
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path()).await;
-    let err = Repository::open(repo.location(), &Secret::Password("nope".into()))
+    let c = client(dir.path());
+    let err = Repository::open(repo.storage().clone(), &Secret::Password("nope".into()), &c)
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, Error::WrongSecret(_)), "{err}");
-    let missing = Location::parse(dir.path().join("nothing").to_str().unwrap()).unwrap();
-    let err = Repository::open(&missing, &secret()).await.err().unwrap();
+    assert!(
+        matches!(err, Error::WrongSecret { skipped: 0, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("wrong password"), "{err}");
+    let missing = local(&dir.path().join("nothing"));
+    let err = Repository::open(missing, &secret(), &c)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::NotARepository(_)), "{err}");
-    let err = Repository::init(repo.location(), &secret(), test_opts())
+    let err = Repository::init(repo.storage().clone(), &secret(), test_opts(), &c)
         .await
         .err()
         .unwrap();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+    let err = Repository::open(repo.storage().clone(), &Secret::KeyFile(vec![1; 8]), &c)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::KeyFileTooShort { len: 8 }), "{err}");
 }
