@@ -44,6 +44,10 @@ struct State {
     fault: Fault,
     writes: AtomicU64,
     killed: AtomicBool,
+    torn: std::sync::Mutex<Option<String>>,
+    /// A torn object is being written (the kill happened; its prefix is on the way).
+    tearing: AtomicBool,
+    torn_written: tokio::sync::Notify,
 }
 
 enum Verdict {
@@ -61,6 +65,9 @@ impl FaultyStorage {
                 fault,
                 writes: AtomicU64::new(0),
                 killed: AtomicBool::new(false),
+                torn: std::sync::Mutex::new(None),
+                tearing: AtomicBool::new(false),
+                torn_written: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -73,6 +80,27 @@ impl FaultyStorage {
     /// True once a kill or torn write happened.
     pub fn killed(&self) -> bool {
         self.state.killed()
+    }
+
+    /// The object a [`Fault::TornWrite`] left half-written, once it happened.
+    pub fn torn_path(&self) -> Option<String> {
+        self.state
+            .torn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until a torn object is completely in place (the write that tears may run
+    /// in a background task that outlives the failed operation).
+    pub async fn settled(&self) {
+        loop {
+            let written = self.state.torn_written.notified();
+            if !self.state.tearing.load(Ordering::SeqCst) {
+                return;
+            }
+            written.await;
+        }
     }
 }
 
@@ -108,7 +136,13 @@ impl State {
                 self.killed.store(true, Ordering::SeqCst);
                 Verdict::Fail(self.injected(path, "the process was killed"))
             }
-            Fault::TornWrite(k) if n == k => Verdict::Tear,
+            Fault::TornWrite(k) if n == k => {
+                // Dead from this instant: nothing else reaches the store.
+                self.tearing.store(true, Ordering::SeqCst);
+                *self.torn.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_string());
+                self.killed.store(true, Ordering::SeqCst);
+                Verdict::Tear
+            }
             Fault::TornWrite(k) if n > k => {
                 self.killed.store(true, Ordering::SeqCst);
                 Verdict::Fail(self.injected(path, "the process was killed"))
@@ -121,10 +155,16 @@ impl State {
         }
     }
 
+    /// Leaves the first half of `data` under `path`, then dies.
     async fn tear(&self, path: &str, data: Bytes) -> Result<()> {
-        let half = data.slice(..data.len() / 2);
-        let _ = self.inner.write_new(path, half).await;
-        self.killed.store(true, Ordering::SeqCst);
+        self.publish_torn(path, data.slice(..data.len() / 2)).await
+    }
+
+    /// Leaves exactly `prefix` under `path`, then dies.
+    async fn publish_torn(&self, path: &str, prefix: Bytes) -> Result<()> {
+        let _ = self.inner.write_new(path, prefix).await;
+        self.tearing.store(false, Ordering::SeqCst);
+        self.torn_written.notify_waiters();
         Err(self.injected(path, "the process was killed mid-write"))
     }
 }
@@ -215,13 +255,10 @@ impl ObjectWriter for FaultyWriter {
                 }
                 Verdict::Fail(e) => Err(e),
                 Verdict::Tear => {
+                    // What reached the store: the parts so far and half of this one.
                     self.buffer.extend_from_slice(&data[..data.len() / 2]);
                     let so_far = std::mem::take(&mut self.buffer).freeze();
-                    let _ = self.storage.inner.write_new(&self.path, so_far).await;
-                    self.storage.killed.store(true, Ordering::SeqCst);
-                    Err(self
-                        .storage
-                        .injected(&self.path, "the process was killed mid-write"))
+                    self.storage.publish_torn(&self.path, so_far).await
                 }
             }
         })
