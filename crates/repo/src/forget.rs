@@ -179,6 +179,13 @@ pub struct ForgetReport {
     pub forgotten: Vec<SnapshotId>,
 }
 
+/// When the immutability period of `days` ends for a snapshot taken at `time` (the end
+/// of time when the sum overflows: a date read from storage may be anything).
+fn immutable_until(time: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    time.checked_add_signed(chrono::Duration::days(days as i64))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// True when `tags` holds every pair of `filter`.
 pub fn tags_match(tags: &BTreeMap<String, String>, filter: &BTreeMap<String, String>) -> bool {
     filter.iter().all(|(k, v)| tags.get(k) == Some(v))
@@ -214,7 +221,7 @@ impl Repository {
         let mut forget: Vec<PlannedSnapshot> = snaps
             .iter()
             .map(|s| {
-                let until = s.time + chrono::Duration::days(days as i64);
+                let until = immutable_until(s.time, days);
                 PlannedSnapshot {
                     id: s.id,
                     time: s.time,
@@ -246,12 +253,16 @@ impl Repository {
         // The period is checked again now, not taken from the plan.
         let days = self.config().immutable_days;
         if days > 0 {
-            let limit = Utc::now() - chrono::Duration::days(days as i64);
-            if let Some(s) = plan.forget.iter().find(|s| s.time > limit) {
+            let now = Utc::now();
+            if let Some(s) = plan
+                .forget
+                .iter()
+                .find(|s| immutable_until(s.time, days) > now)
+            {
                 return Err(Error::Immutable {
                     snapshot: s.id.short(),
                     days,
-                    until: (s.time + chrono::Duration::days(days as i64))
+                    until: immutable_until(s.time, days)
                         .format("%Y-%m-%d %H:%M")
                         .to_string(),
                 });

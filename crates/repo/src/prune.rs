@@ -431,7 +431,10 @@ impl Repository {
         for (_, plan) in &all_plans {
             let ripe = match oldest_live {
                 None => true,
-                Some(oldest) => oldest > plan.created + CLOCK_SKEW,
+                Some(oldest) => plan
+                    .created
+                    .checked_add_signed(CLOCK_SKEW)
+                    .is_some_and(|t| oldest > t),
             };
             if ripe {
                 candidates.extend(plan.packs.iter().copied());
@@ -611,8 +614,12 @@ fn immutability<'a>(
     repo: &Repository,
     listed: &'a HashMap<Id, crate::storage::ObjectInfo>,
 ) -> impl Fn(&Id) -> bool + 'a {
-    let limit = (repo.config().immutable_days > 0)
-        .then(|| Utc::now() - chrono::Duration::days(repo.config().immutable_days as i64));
+    let days = repo.config().immutable_days;
+    let limit = (days > 0).then(|| {
+        Utc::now()
+            .checked_sub_signed(chrono::Duration::days(days as i64))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    });
     move |pack: &Id| match (limit, listed.get(pack)) {
         (Some(limit), Some(o)) => o.modified.is_none_or(|m| m > limit),
         _ => false,
