@@ -114,17 +114,12 @@ pub(crate) fn compress_into(level: i32, data: &[u8], out: &mut [u8]) -> Option<u
     n
 }
 
-/// Compresses `data` whole into one frame that records its content size.
-pub(crate) fn compress(level: i32, data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; zstd::zstd_safe::compress_bound(data.len())];
-    match compress_into(level, data, &mut out) {
-        Some(n) => {
-            out.truncate(n);
-            out
-        }
-        // Only when no context can be created (out of memory): the stream API then.
-        None => zstd::bulk::compress(data, level).unwrap_or_default(),
-    }
+/// Compresses `data` whole into one frame that records its content size, with a context
+/// of its own (metadata objects are written from async tasks, which must not wait for
+/// the chunk compressors); None when that fails (out of memory): the caller stores the
+/// data raw.
+pub(crate) fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    zstd::bulk::compress(data, level).ok()
 }
 
 /// Decompresses exactly one zstd frame whose declared content size is at most `limit`
@@ -207,7 +202,7 @@ mod tests {
     #[test]
     fn bounded_round_trip_and_bombs() {
         let data = b"abc".repeat(10_000);
-        let frame = compress(3, &data);
+        let frame = compress(3, &data).unwrap();
         assert_eq!(decompress_bounded(&frame, None, 1 << 20).unwrap(), data);
         assert_eq!(
             decompress_bounded(&frame, Some(data.len()), data.len()).unwrap(),
@@ -218,7 +213,7 @@ mod tests {
         assert!(decompress_bounded(&frame, Some(5), 1 << 20).is_err());
         // A bomb: 256 MiB of zeros in a few kB; refused under a 1 MiB limit.
         let zeros = vec![0u8; 256 << 20];
-        let bomb = compress(19, &zeros);
+        let bomb = compress(19, &zeros).unwrap();
         drop(zeros);
         assert!(bomb.len() < 64 << 10);
         assert!(decompress_bounded(&bomb, None, 1 << 20).is_err());
@@ -248,7 +243,7 @@ mod tests {
             bit in 0u8..8,
             cut in any::<prop::sample::Index>(),
         ) {
-            let frame = compress(3, &data);
+            let frame = compress(3, &data).unwrap();
             prop_assert_eq!(decompress_bounded(&frame, Some(data.len()), 4096).unwrap(), data.clone());
             let mut bad = frame.clone();
             let i = flip.index(bad.len());

@@ -152,6 +152,17 @@ pub enum Error {
     )]
     ChunkNotFound(Id),
 
+    /// A metadata stream would be larger than the caller allows.
+    #[error(
+        "a metadata stream of {size} bytes exceeds the {limit} allowed (a damaged or hostile snapshot; run `coffer check`)"
+    )]
+    StreamTooLarge {
+        /// The stream's size by the index.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// No snapshot matches an id prefix.
     #[error("no snapshot matches {0:?} (list them with `coffer snapshots`)")]
     SnapshotNotFound(String),

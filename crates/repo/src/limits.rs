@@ -9,6 +9,11 @@ pub const MIN_BLOCK_SIZE: u32 = 4096;
 /// Smallest and largest target pack size.
 pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 4096..=1 << 30;
 
+/// Largest metadata stream [`Repository::read_stream`](crate::Repository::read_stream)
+/// assembles in memory (a manifest can list one chunk many times; the sum is checked
+/// against the index before anything is read).
+pub const MAX_STREAM: u64 = 4 << 30;
+
 /// Largest stored marker (`coffer.repo`).
 pub const MAX_MARKER: u64 = 4 << 10;
 /// Largest stored key slot.

@@ -56,11 +56,16 @@ impl ObjectKind {
 
 /// Compresses (zstd) and seals a metadata object.
 pub(crate) fn seal_object(keys: &MasterKeys, kind: ObjectKind, plain: &[u8]) -> Vec<u8> {
-    let frame = compression::compress(3, plain);
-    keys.seal_with(kind.aad(), frame.len() + 1, |out| {
-        out.push(ZSTD);
-        out.extend_from_slice(&frame);
-    })
+    match compression::compress(3, plain) {
+        Some(frame) => keys.seal_with(kind.aad(), frame.len() + 1, |out| {
+            out.push(ZSTD);
+            out.extend_from_slice(&frame);
+        }),
+        None => keys.seal_with(kind.aad(), plain.len() + 1, |out| {
+            out.push(RAW);
+            out.extend_from_slice(plain);
+        }),
+    }
 }
 
 /// Opens a sealed metadata object, decompressing at most the kind's limit.

@@ -153,8 +153,31 @@ impl Repository {
             .buffered(concurrency.max(1)))
     }
 
-    /// Reads several chunks and concatenates them in order.
+    /// Reads several chunks and concatenates them in order (at most
+    /// [`limits::MAX_STREAM`](crate::limits::MAX_STREAM) bytes).
     pub async fn read_stream(&self, ids: &[ChunkId]) -> Result<Vec<u8>> {
+        self.read_stream_limited(ids, crate::limits::MAX_STREAM)
+            .await
+    }
+
+    /// Reads several chunks and concatenates them in order, refusing (before reading
+    /// anything) a stream the index says is larger than `max_bytes`.
+    pub async fn read_stream_limited(&self, ids: &[ChunkId], max_bytes: u64) -> Result<Vec<u8>> {
+        let mut size = 0u64;
+        for id in ids {
+            let loc = self.locate(id);
+            let first = loc.first().ok_or(Error::ChunkNotFound(*id))?;
+            size += first.raw_length as u64;
+            if size > max_bytes {
+                return Err(Error::StreamTooLarge {
+                    size: ids
+                        .iter()
+                        .filter_map(|i| self.locate(i).first().map(|l| l.raw_length as u64))
+                        .sum(),
+                    limit: max_bytes,
+                });
+            }
+        }
         let parts: Vec<Bytes> = futures::stream::iter(ids.iter())
             .map(|id| self.read_chunk(id))
             .buffered(4)

@@ -44,6 +44,13 @@ async fn chunks_round_trip_and_dedup() {
         );
     }
     assert_eq!(repo2.read_stream(&root).await.unwrap(), meta);
+    // A stream listing one chunk over and over is refused before it is read.
+    let repeated = vec![root[0]; 1000];
+    let err = repo2
+        .read_stream_limited(&repeated, 10 << 20)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StreamTooLarge { .. }), "{err}");
     let listed = repo2.list_snapshots().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, snap.id);
