@@ -426,6 +426,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let json = valid_slot_json();
+            prop_assert!(KeySlot::parse(&json).is_ok());
             let mut bad = json.clone();
             let i = flip.index(bad.len());
             bad[i] = byte;

@@ -488,6 +488,13 @@ mod tests {
         }
 
         #[test]
+        fn markers_round_trip(id in any::<[u8; 32]>(), version in any::<u32>()) {
+            let m = Marker { format: "coffer".into(), version, id: Id(id) };
+            let back: Marker = serde_json::from_slice(&to_json(&m)).unwrap();
+            prop_assert_eq!((back.format, back.version, back.id), (m.format, m.version, m.id));
+        }
+
+        #[test]
         fn config_and_marker_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             if let Ok(c) = serde_json::from_slice::<RepoConfig>(&bytes) {
                 let _ = c.validate();

@@ -793,3 +793,37 @@ pub(crate) async fn live_session_starts(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::limits::proptest_config())]
+
+        #[test]
+        fn plans_and_markers_round_trip(
+            packs in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+            t in 0i64..4_000_000_000,
+            pid in any::<u32>(),
+            host in ".{0,20}",
+        ) {
+            let created = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+            let plan = DeletionPlan { created, packs: packs.into_iter().map(Id).collect() };
+            let back: DeletionPlan = serde_json::from_slice(&to_json(&plan)).unwrap();
+            prop_assert_eq!(back.created, plan.created);
+            prop_assert_eq!(back.packs, plan.packs);
+            let info = SessionInfo { started: created, hostname: host, pid, purpose: "backup".into() };
+            let back: SessionInfo = serde_json::from_slice(&to_json(&info)).unwrap();
+            prop_assert_eq!(back.hostname, info.hostname);
+            prop_assert_eq!(back.pid, info.pid);
+        }
+
+        #[test]
+        fn plan_and_marker_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = serde_json::from_slice::<DeletionPlan>(&bytes);
+            let _ = serde_json::from_slice::<SessionInfo>(&bytes);
+        }
+    }
+}
