@@ -2,12 +2,15 @@
 //! and how long-running work shows progress.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use coffer_repo::{Location, Progress, Repository, Secret, Unit};
+use coffer_repo::{
+    Location, OpenOptions, OpendalStorage, Progress, Repository, S3Options, Secret, Storage,
+    StorageOptions, Unit,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Repository location and secret, shared by all repository commands.
@@ -29,7 +32,12 @@ impl RepoOpts {
         let Some(repo) = &self.repo else {
             bail!("no repository given: pass --repo LOCATION or set COFFER_REPO");
         };
-        Ok(Location::parse(repo)?)
+        parse_location(repo)
+    }
+
+    /// The storage of the repository given by --repo / COFFER_REPO.
+    pub fn storage(&self) -> Result<Arc<dyn Storage>> {
+        storage_at(&self.location()?)
     }
 
     pub fn secret(&self) -> Result<Secret> {
@@ -43,10 +51,62 @@ impl RepoOpts {
 
     /// Opens the repository, with errors that say what to fix.
     pub async fn open(&self) -> Result<Repository> {
-        let location = self.location()?;
+        let storage = self.storage()?;
         let secret = self.secret()?;
-        Ok(Repository::open(&location, &secret).await?)
+        Ok(Repository::open(storage, &secret, &client_options()).await?)
     }
+}
+
+/// A location as the user gave it; a relative path is taken from the working directory.
+pub fn parse_location(s: &str) -> Result<Location> {
+    let cwd = std::env::current_dir().context("cannot resolve a relative repository path")?;
+    Ok(Location::parse_relative_to(s, &cwd)?)
+}
+
+/// The storage at `location`, configured from the environment as the AWS tools are
+/// (`AWS_ENDPOINT_URL[_S3]`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...; profiles and instance
+/// credentials too).
+pub fn storage_at(location: &Location) -> Result<Arc<dyn Storage>> {
+    let options = StorageOptions {
+        s3: S3Options::from_aws_variables(|k| std::env::var(k).ok()),
+    };
+    Ok(Arc::new(OpendalStorage::new(location, &options)?))
+}
+
+/// What the library records and where it caches, from the environment: the cache root
+/// (`COFFER_CACHE_DIR`, else `$XDG_CACHE_HOME/coffer`, else `~/.cache/coffer`, else a
+/// directory under the system temp dir), this machine's name and the user's.
+pub fn client_options() -> OpenOptions {
+    OpenOptions::new(cache_root(), hostname(), username())
+}
+
+fn cache_root() -> PathBuf {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(d) = var("COFFER_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return Path::new(&d).join("coffer");
+    }
+    if let Some(h) = var("HOME").filter(|h| h != "/") {
+        return Path::new(&h).join(".cache").join("coffer");
+    }
+    std::env::temp_dir().join("coffer-cache")
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer it is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (rc, std::str::from_utf8(&buf[..len])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
+fn username() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
 }
 
 /// Reads a secret from a key file, a password file, or the given environment variable.

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use coffer_repo::forget::tags_match;
 use coffer_repo::{
-    CheckOptions, Compression, Encryption, InitOptions, KdfParams, Location, PruneOptions,
-    Repository, RetentionPolicy, Secret, SnapshotId, apply_policy,
+    CheckOptions, Compression, Encryption, ForgetRequest, InitOptions, KdfParams, PruneOptions,
+    Repository, RetentionPolicy, Secret,
 };
 use serde_json::json;
 
@@ -51,6 +52,7 @@ pub async fn run(opts: &RepoOpts, cmd: RepoCommand) -> Result<()> {
 
 async fn init(opts: &RepoOpts, a: InitArgs) -> Result<()> {
     let location = opts.location()?;
+    let storage = common::storage_at(&location)?;
     let secret = opts.secret()?;
     let encryption: Encryption = a.encryption.parse()?;
     let compression: Compression = a.compression.parse()?;
@@ -69,7 +71,7 @@ async fn init(opts: &RepoOpts, a: InitArgs) -> Result<()> {
         },
         ..InitOptions::default()
     };
-    let repo = Repository::init(&location, &secret, init).await?;
+    let repo = Repository::init(storage, &secret, init, &common::client_options()).await?;
     let c = repo.config();
     if a.json {
         common::print_json(&json!({
@@ -97,11 +99,6 @@ pub struct SnapshotsArgs {
     pub tags: Vec<String>,
     #[arg(long)]
     pub json: bool,
-}
-
-/// True when `tags` holds every pair of `filter`.
-pub fn tags_match(tags: &BTreeMap<String, String>, filter: &BTreeMap<String, String>) -> bool {
-    filter.iter().all(|(k, v)| tags.get(k) == Some(v))
 }
 
 pub async fn snapshots(opts: &RepoOpts, a: SnapshotsArgs) -> Result<()> {
@@ -188,50 +185,45 @@ pub async fn forget(opts: &RepoOpts, a: ForgetArgs) -> Result<()> {
     if a.ids.is_empty() && policy.is_empty() {
         bail!("nothing to forget: give snapshot ids or a --keep-* policy");
     }
-    let filter = common::parse_tags(&a.tags)?;
-    let all = repo.list_snapshots().await?;
-    let mut forget: Vec<SnapshotId> = Vec::new();
-    for id in &a.ids {
-        forget.push(repo.find_snapshot(id).await?.id);
-    }
-    let mut decisions = Vec::new();
-    if !policy.is_empty() {
-        let selected: Vec<_> = all
-            .iter()
-            .filter(|s| tags_match(&s.tags, &filter))
-            .cloned()
-            .collect();
-        decisions = apply_policy(&selected, &policy);
-        forget.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
-    }
-    forget.sort();
-    forget.dedup();
-    let doomed: Vec<&coffer_repo::Snapshot> =
-        all.iter().filter(|s| forget.contains(&s.id)).collect();
+    let request = ForgetRequest {
+        ids: a.ids.clone(),
+        policy,
+        tags: common::parse_tags(&a.tags)?,
+    };
+    let plan = repo.plan_forget(&request).await?;
     if !a.dry_run {
-        repo.forget_snapshots(&doomed).await?;
+        let bar = common::ProgressBars::new("forgetting");
+        let applied = repo.apply_forget(&plan, &*bar).await;
+        bar.finish();
+        applied?;
     }
     if a.json {
+        let forgotten: Vec<_> = plan.forget.iter().map(|s| s.id).collect();
         common::print_json(&json!({
-            "forgotten": forget, "kept": decisions.iter().filter(|d| d.keep).collect::<Vec<_>>(),
-            "dry_run": a.dry_run,
+            "forgotten": forgotten, "kept": plan.keep, "dry_run": a.dry_run, "plan": plan,
         }))?;
     } else {
-        for d in decisions.iter().filter(|d| d.keep) {
+        for d in &plan.keep {
             println!("keep   {} ({})", d.id.short(), d.reasons.join(", "));
         }
-        for s in &doomed {
+        for s in &plan.forget {
+            let refused = match s.immutable_until {
+                Some(t) if a.dry_run => {
+                    format!(" (immutable until {}: refused)", t.format("%Y-%m-%d %H:%M"))
+                }
+                _ => String::new(),
+            };
             println!(
-                "{} {} {} {}",
+                "{} {} {} {}{refused}",
                 if a.dry_run { "would forget" } else { "forget" },
                 s.id.short(),
                 s.time.format("%Y-%m-%d %H:%M:%S"),
-                s.source
+                s.source,
             );
         }
         println!(
             "{} snapshot(s) {}",
-            doomed.len(),
+            plan.forget.len(),
             if a.dry_run {
                 "would be forgotten"
             } else {
@@ -271,21 +263,53 @@ pub async fn prune(opts: &RepoOpts, a: PruneArgs) -> Result<()> {
 }
 
 async fn prune_repo(repo: &Repository, a: PruneArgs) -> Result<()> {
-    let bar = common::spinner("pruning");
+    let bar = common::ProgressBars::new("pruning");
     let report = repo
-        .prune(PruneOptions {
-            dry_run: a.dry_run,
-            max_unused_percent: a.max_unused_percent,
-        })
-        .await?;
-    bar.finish_and_clear();
+        .prune(
+            PruneOptions {
+                dry_run: a.dry_run,
+                max_unused_percent: a.max_unused_percent,
+            },
+            &*bar,
+        )
+        .await;
+    bar.finish();
+    let report = report?;
     if a.json {
         return common::print_json(&report);
     }
-    if a.dry_run {
+    if let Some(plan) = report.plan.as_ref().filter(|_| a.dry_run) {
+        for p in &plan.delete {
+            println!(
+                "would delete  pack {} ({}, unused)",
+                p.id.short(),
+                human_bytes(p.size)
+            );
+        }
+        for p in &plan.repack {
+            println!(
+                "would repack  pack {} ({}, {} used)",
+                p.id.short(),
+                human_bytes(p.size),
+                human_bytes(p.used_bytes)
+            );
+        }
+        for p in &plan.orphans {
+            println!(
+                "would delete  pack {} ({}, not indexed; only if no backup runs)",
+                p.id.short(),
+                human_bytes(p.size)
+            );
+        }
         println!(
-            "would remove {} unused and repack {} partly used of {} packs ({} unused chunks)",
-            report.packs_unused, report.packs_repacked, report.packs_total, report.chunks_unused
+            "would remove {} unused and repack {} partly used of {} packs ({} unused chunks); {} leftover packs; {} packs wait for running backups; {} kept by the immutability period",
+            report.packs_unused,
+            report.packs_repacked,
+            report.packs_total,
+            report.chunks_unused,
+            plan.orphans.len(),
+            plan.scheduled.len(),
+            plan.immutable.len()
         );
         return Ok(());
     }
@@ -412,17 +436,18 @@ pub struct CopyArgs {
 
 pub async fn copy(opts: &RepoOpts, a: CopyArgs) -> Result<()> {
     let repo = opts.open().await?;
-    let to = Location::parse(&a.to)?;
+    let to = common::storage_at(&common::parse_location(&a.to)?)?;
+    let client = common::client_options();
     let secret: Secret = common::secret_from(
         a.to_password_file.as_ref(),
         a.to_key_file.as_ref(),
         "COFFER_TO_PASSWORD",
         "--to-password-file",
     )?;
-    let target = match Repository::open(&to, &secret).await {
+    let target = match Repository::open(to.clone(), &secret, &client).await {
         Ok(t) => t,
         Err(coffer_repo::Error::NotARepository(_)) => {
-            repo.init_copy_target(&to, &secret, InitOptions::default())
+            repo.init_copy_target(to, &secret, InitOptions::default(), &client)
                 .await?
         }
         Err(e) => return Err(e.into()),
@@ -431,9 +456,10 @@ pub async fn copy(opts: &RepoOpts, a: CopyArgs) -> Result<()> {
     for id in &a.ids {
         ids.push(repo.find_snapshot(id).await?.id);
     }
-    let bar = common::spinner("copying");
-    let report = repo.copy_to(&target, &ids).await?;
-    bar.finish_and_clear();
+    let bar = common::ProgressBars::new("copying");
+    let report = repo.copy_to(&target, &ids, &*bar).await;
+    bar.finish();
+    let report = report?;
     if a.json {
         return common::print_json(&report);
     }
@@ -472,30 +498,52 @@ pub async fn key(opts: &RepoOpts, cmd: KeyCommand) -> Result<()> {
     match cmd {
         KeyCommand::List { json } => {
             let keys = repo.list_keys().await?;
+            // Slots that parse but failed when this command tried them (e.g. they open
+            // and hold no keys) are problems too.
+            let failed: BTreeMap<&str, &str> = repo
+                .key_slot_problems()
+                .iter()
+                .map(|p| (p.id.as_str(), p.problem.as_str()))
+                .collect();
+            let problem_of = |e: &coffer_repo::KeyEntry| {
+                e.problem
+                    .clone()
+                    .or_else(|| failed.get(e.id.as_str()).map(|p| p.to_string()))
+            };
             if json {
                 let out: Vec<_> = keys
                     .iter()
-                    .map(|(id, k)| {
-                        json!({"id": id, "kind": k.kind, "created": k.created.to_rfc3339(),
-                               "hostname": k.hostname, "username": k.username, "current": id == repo.key_id()})
+                    .map(|e| match (&e.slot, problem_of(e)) {
+                        (Some(k), None) => json!({"id": e.id, "kind": k.kind, "created": k.created.to_rfc3339(),
+                               "hostname": k.hostname, "username": k.username, "current": e.id == repo.key_id()}),
+                        (_, problem) => json!({"id": e.id, "kind": e.slot.as_ref().map(|k| k.kind),
+                               "current": false, "problem": problem}),
                     })
                     .collect();
                 return common::print_json(&out);
             }
-            for (id, k) in keys {
-                println!(
-                    "{} {:<9} {} {}@{}{}",
-                    &id[..8],
-                    format!("{:?}", k.kind).to_lowercase(),
-                    k.created.format("%Y-%m-%d %H:%M:%S"),
-                    k.username,
-                    k.hostname,
-                    if id == repo.key_id() {
-                        " (current)"
-                    } else {
-                        ""
-                    }
-                );
+            for e in &keys {
+                match (&e.slot, problem_of(e)) {
+                    (Some(k), None) => println!(
+                        "{} {:<9} {} {}@{}{}",
+                        e.short_id(),
+                        format!("{:?}", k.kind).to_lowercase(),
+                        k.created.format("%Y-%m-%d %H:%M:%S"),
+                        k.username,
+                        k.hostname,
+                        if e.id == repo.key_id() {
+                            " (current)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    (_, problem) => eprintln!(
+                        "warning: key slot {:?} is unusable and skipped: {} (remove it with `coffer key remove {}`)",
+                        e.short_id(),
+                        problem.unwrap_or_default(),
+                        e.short_id()
+                    ),
+                }
             }
         }
         KeyCommand::Add {
@@ -513,12 +561,12 @@ pub async fn key(opts: &RepoOpts, cmd: KeyCommand) -> Result<()> {
             if json {
                 common::print_json(&json!({"id": id}))?;
             } else {
-                println!("added key slot {}", &id[..8]);
+                println!("added key slot {}", coffer_repo::keys::short(&id));
             }
         }
         KeyCommand::Remove { id } => {
             let removed = repo.remove_key(&id).await?;
-            println!("removed key slot {}", &removed[..8]);
+            println!("removed key slot {}", coffer_repo::keys::short(&removed));
         }
     }
     Ok(())

@@ -429,6 +429,31 @@ fn damaged_pack_check_and_restore_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&victim_name));
 }
 
+/// Files under `dir` (recursively); none when it does not exist.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// Polls `cond` until it holds; fails if `child` exits first or a minute passes.
+fn wait_for(child: &mut std::process::Child, what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended ({status}) before {what}: make the image larger");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn kill_during_backup_leaves_a_clean_repository() {
     let env = Env::new();
@@ -439,20 +464,43 @@ fn kill_during_backup_leaves_a_clean_repository() {
             .unwrap();
     }
     drop(f);
-    for delay_ms in [50u64, 300, 800] {
+    let repo = env.path("repo");
+    // Kill points, each proven to land mid-backup: once the session has begun (its
+    // marker exists), after the first pack, and after four packs (of about twelve).
+    type KillPoint = (&'static str, usize);
+    let points: [KillPoint; 3] = [
+        ("the session marker exists", 0),
+        ("1 pack is written", 1),
+        ("4 packs are written", 4),
+    ];
+    for (what, packs) in points {
+        let packs_before = files_under(&repo.join("packs")).len();
+        let snapshots_before = files_under(&repo.join("snapshots")).len();
+        let sessions_before = files_under(&repo.join("sessions")).len();
         let mut child = env
             .cmd(&["volume", "backup", img.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        wait_for(&mut child, what, || {
+            files_under(&repo.join("sessions")).len() > sessions_before
+                && files_under(&repo.join("packs")).len() >= packs_before + packs
+        });
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();
+        // The kill landed mid-work: no snapshot was committed and the session's marker
+        // is still there (a killed writer cleans nothing up).
+        assert_eq!(
+            files_under(&repo.join("snapshots")).len(),
+            snapshots_before,
+            "killed when {what}, yet a snapshot was committed"
+        );
+        assert!(files_under(&repo.join("sessions")).len() > sessions_before);
         let check = env.coffer(&["check", "--read-data"]);
         assert!(
             check.status.success(),
-            "check after kill at {delay_ms} ms: {}",
+            "check after a kill when {what}: {}",
             String::from_utf8_lossy(&check.stderr)
         );
     }
@@ -467,7 +515,14 @@ fn kill_during_backup_leaves_a_clean_repository() {
         "--json",
     ]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
-    env.ok_json(&["prune", "--json"]);
+    // The killed runs' packs are leftovers prune removes once their sessions are dead
+    // (markers not refreshed for 10 minutes; removed here instead of waiting).
+    std::fs::remove_dir_all(repo.join("sessions")).unwrap();
+    let pruned = env.ok_json(&["prune", "--json"]);
+    assert!(
+        pruned["orphan_packs_deleted"].as_u64().unwrap() > 0,
+        "{pruned}"
+    );
     let check = env.coffer(&["check", "--read-data"]);
     assert!(
         check.status.success(),
@@ -486,6 +541,122 @@ fn kill_during_backup_leaves_a_clean_repository() {
         std::fs::read(env.path("again.img")).unwrap(),
         std::fs::read(&img).unwrap()
     );
+}
+
+#[test]
+fn forget_and_prune_dry_runs_print_plans_and_change_nothing() {
+    let env = Env::new();
+    let a = env.path("a.img");
+    for seed in [21u64, 22, 23] {
+        std::fs::write(&a, pseudo_random(seed, 3 * MIB)).unwrap();
+        env.ok_json(&["volume", "backup", a.to_str().unwrap(), "--json"]);
+    }
+    let repo = env.path("repo");
+    let snaps = || files_under(&repo.join("snapshots")).len();
+    let packs = || files_under(&repo.join("packs")).len();
+    assert_eq!(snaps(), 3);
+
+    let plan = env.ok_json(&["forget", "--keep-last", "1", "--dry-run", "--json"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["forgotten"].as_array().unwrap().len(), 2, "{plan}");
+    assert_eq!(plan["kept"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(
+        plan["plan"]["forget"].as_array().unwrap().len(),
+        2,
+        "{plan}"
+    );
+    assert_eq!(snaps(), 3, "a dry run forgets nothing");
+    let text = env.coffer(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("would forget"));
+
+    let done = env.ok_json(&["forget", "--keep-last", "1", "--json"]);
+    assert_eq!(done["forgotten"], plan["forgotten"]);
+    assert_eq!(snaps(), 1);
+
+    let before = packs();
+    let dry = env.ok_json(&["prune", "--dry-run", "--json"]);
+    assert_eq!(dry["dry_run"], true);
+    let planned = dry["plan"]["delete"].as_array().unwrap().len()
+        + dry["plan"]["repack"].as_array().unwrap().len();
+    assert!(planned >= 2, "the two forgotten images' packs: {dry}");
+    assert_eq!(packs(), before, "a dry run deletes nothing");
+    let pruned = env.ok_json(&["prune", "--json"]);
+    assert!(pruned["packs_deleted"].as_u64().unwrap() >= 2, "{pruned}");
+    assert!(packs() < before);
+    let check = env.coffer(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn hostile_key_slots_are_reported_not_fatal() {
+    let env = Env::new();
+    let keys = env.path("repo/keys");
+    std::fs::write(keys.join("x"), b"{}").unwrap();
+    std::fs::write(
+        keys.join("f".repeat(64)),
+        format!(
+            r#"{{"version":1,"kind":"password","created":"2026-01-01T00:00:00Z","hostname":"h","username":"u","kdf":{{"m_cost_kib":4294967295,"t_cost":4294967295,"p_cost":1}},"salt":"{}","sealed":"{}"}}"#,
+            "ab".repeat(32),
+            "cd".repeat(100)
+        ),
+    )
+    .unwrap();
+    // Commands open with the good slot.
+    let snaps = env.coffer(&["snapshots", "--json"]);
+    assert!(
+        snaps.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snaps.stderr)
+    );
+    // key list shows the good slot and warns about the others, naming them.
+    let list = env.coffer(&["key", "list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    let stderr = String::from_utf8_lossy(&list.stderr);
+    assert!(stdout.contains("(current)"), "{stdout}");
+    assert!(
+        stderr.contains("\"x\"") && stderr.contains("ffffffff"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Argon2"), "{stderr}");
+    let json = env.ok_json(&["key", "list", "--json"]);
+    let problems: Vec<_> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k.get("problem").is_some())
+        .collect();
+    assert_eq!(problems.len(), 2, "{json}");
+    // check passes and warns.
+    let check = env.coffer(&["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stderr).contains("unusable"));
+    // The bad slots can be removed by name.
+    let rm = env.coffer(&["key", "remove", "x"]);
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    // A wrong password still says so.
+    let wrong = env
+        .cmd(&["snapshots"])
+        .env("COFFER_PASSWORD", "nope")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password"));
 }
 
 #[test]

@@ -5,10 +5,14 @@
 //!
 //!     cargo run --release -p coffer-repo --example index_scale -- [CHUNKS] [DIR]
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use coffer_repo::scale::{rss_anon, rss_peak, synthetic_chunk_id, write_synthetic_index};
-use coffer_repo::{InitOptions, KdfParams, Location, Repository, Secret};
+use coffer_repo::{
+    InitOptions, KdfParams, Location, OpenOptions, OpendalStorage, Repository, Secret,
+    StorageOptions,
+};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,12 +30,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(100_000_000);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "index-scale".into()));
     let secret = Secret::Password("index-scale".into());
-    let loc = Location::parse(dir.join("repo").to_str().unwrap())?;
-    // SAFETY: set before any other thread reads the environment.
-    unsafe { std::env::set_var("COFFER_CACHE_DIR", dir.join("cache-write")) };
+    let dir = std::path::absolute(&dir)?;
+    let loc = Location::parse(dir.join("repo").to_str().unwrap_or_default())?;
+    let storage = Arc::new(OpendalStorage::new(&loc, &StorageOptions::default())?);
     if !dir.join("repo").exists() {
         let repo = Repository::init(
-            &loc,
+            storage.clone(),
             &secret,
             InitOptions {
                 kdf: KdfParams {
@@ -40,6 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 ..InitOptions::default()
             },
+            &OpenOptions::new(dir.join("cache-write"), "bench", "bench"),
         )
         .await?;
         let t = Instant::now();
@@ -50,10 +55,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let cache = dir.join(format!("cache-{}", std::process::id()));
-    unsafe { std::env::set_var("COFFER_CACHE_DIR", &cache) };
     let anon_before = rss_anon();
     let t = Instant::now();
-    let repo = Repository::open(&loc, &secret).await?;
+    let repo = Repository::open(
+        storage,
+        &secret,
+        &OpenOptions::new(&cache, "bench", "bench"),
+    )
+    .await?;
     let open_s = t.elapsed().as_secs_f64();
     let anon_after = rss_anon();
     let peak = rss_peak();

@@ -2,7 +2,9 @@
 //!
 //! Structure: every index file opens; every indexed pack exists with the indexed size and
 //! a header that agrees with the index; every snapshot opens and every chunk it needs is
-//! indexed. With `read_data` (all packs, or a random fraction), whole packs are read and
+//! indexed; every deletion plan opens; key slots that cannot be used are reported as
+//! warnings (anyone with write access can add one); the local index cache matches its
+//! checksum (a damaged one is rebuilt). With `read_data` (all packs, or a random fraction), whole packs are read and
 //! every blob is decrypted, decompressed and hashed. Damage is reported per pack, with the
 //! snapshots that need a chunk whose only copies are damaged.
 
@@ -45,15 +47,24 @@ pub trait MetadataCheck: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>>>;
 }
 
+/// What `check` found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckReport {
+    /// Problems that lose data or make snapshots unrestorable, one line each.
     pub errors: Vec<String>,
+    /// Things worth knowing that lose nothing (leftovers, unusable key slots).
     pub warnings: Vec<String>,
+    /// Snapshots checked.
     pub snapshots: usize,
+    /// Index files checked.
     pub index_files: usize,
+    /// Packs in the index.
     pub packs: usize,
+    /// Packs read whole.
     pub packs_read: usize,
+    /// Bytes read while reading packs whole.
     pub bytes_read: u64,
+    /// Index entries.
     pub chunks: usize,
     /// Packs found missing, truncated or with damaged blobs.
     pub damaged_packs: Vec<Id>,
@@ -62,6 +73,7 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// True when no error was found.
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
     }
@@ -76,9 +88,35 @@ impl Repository {
         let mut bad_blobs: HashSet<(Id, ChunkId)> = HashSet::new();
         let mut partly_damaged: HashSet<Id> = HashSet::new();
 
+        // Key slots: a slot that cannot be used hides nothing (every slot is tried), but
+        // it is reported, since anyone with write access to keys/ can add one.
+        let mut slot_problems: BTreeMap<String, String> = BTreeMap::new();
+        for e in self.list_keys().await? {
+            if let Some(p) = e.problem {
+                slot_problems.insert(e.id, p);
+            }
+        }
+        for p in self.key_slot_problems() {
+            slot_problems
+                .entry(p.id.clone())
+                .or_insert_with(|| p.problem.clone());
+        }
+        for (id, p) in &slot_problems {
+            let msg = format!(
+                "key slot {:?} is unusable and skipped: {p}",
+                crate::keys::short(id)
+            );
+            progress.warn(&format!("keys/{id}"), &msg);
+            r.warnings.push(msg);
+        }
+        // Deletion plans: writers and prune refuse to run past one they cannot read.
+        if let Err(e) = crate::writer::load_deletion_plans(self).await {
+            r.errors.push(format!("deletion plans: {e}"));
+        }
+
         // Index files, one by one, so a damaged one is named.
         let index_ids: Vec<Id> = self
-            .backend()
+            .storage()
             .list("index/")
             .await?
             .iter()
@@ -100,12 +138,24 @@ impl Repository {
             r.errors.push(format!("cannot load the index: {e}"));
             return Ok(r);
         }
+        match self.verify_index_cache().await {
+            Ok(Some(problem)) => {
+                let msg =
+                    format!("the local index cache was damaged ({problem}) and has been rebuilt");
+                progress.warn("index cache", &msg);
+                r.warnings.push(msg);
+            }
+            Ok(None) => {}
+            Err(e) => r
+                .errors
+                .push(format!("cannot rebuild the local index cache: {e}")),
+        }
         let table = self.index();
         r.chunks = table.len();
 
         // Packs: existence and size.
         let listed: HashMap<Id, u64> = self
-            .backend()
+            .storage()
             .list("packs/")
             .await?
             .into_iter()
@@ -320,7 +370,7 @@ impl Repository {
         expected: Vec<pack::BlobEntry>,
     ) -> Result<(u64, Vec<(ChunkId, String)>)> {
         let path = pack::pack_path(p);
-        let data = self.backend().read(&path).await?;
+        let data = self.storage().read(&path).await?;
         let keys = self.inner.clone();
         let pid = *p;
         tokio::task::spawn_blocking(move || {
@@ -340,7 +390,7 @@ impl Repository {
             Ok((data.len() as u64, bad))
         })
         .await
-        .expect("verify task panicked")
+        .map_err(|e| Error::task("verifying a pack", e))?
     }
 }
 

@@ -7,33 +7,42 @@
 //! decrypted from the source and sealed again for the target; ids and metadata streams
 //! stay valid unchanged.
 
+use std::sync::Arc;
+
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::backend::Location;
-use crate::crypto::Secret;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::repository::{InitOptions, Repository};
+use crate::keyslot::Secret;
+use crate::progress::{Progress, Unit};
+use crate::repository::{InitOptions, OpenOptions, Repository};
 use crate::snapshot::Snapshot;
+use crate::storage::Storage;
 
+/// What a copy did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CopyReport {
+    /// Snapshots copied (their ids in the source).
     pub copied: Vec<SnapshotId>,
+    /// Snapshots the target had already.
     pub skipped: Vec<SnapshotId>,
+    /// Chunks the target did not have.
     pub chunks_copied: u64,
+    /// Bytes the target grew by.
     pub bytes_stored: u64,
 }
 
 const PROBE: &[u8] = b"coffer chunk-id key probe";
 
 impl Repository {
-    /// Creates a repository that can receive copies of this one's snapshots.
+    /// Creates a repository in `storage` that can receive copies of this one's snapshots.
     pub async fn init_copy_target(
         &self,
-        location: &Location,
+        storage: Arc<dyn Storage>,
         secret: &Secret,
         mut opts: InitOptions,
+        client: &OpenOptions,
     ) -> Result<Repository> {
         let c = self.config();
         opts.chunk_id_key = Some(self.chunk_id_key());
@@ -41,17 +50,20 @@ impl Repository {
         opts.block_size = c.block_size;
         opts.encryption = c.encryption;
         opts.compression = c.compression();
-        Repository::init(location, secret, opts).await
+        Repository::init(storage, secret, opts, client).await
     }
 
     /// Copies the given snapshots (all when empty) to `target`; snapshots already there
-    /// (same original id) are skipped.
-    pub async fn copy_to(&self, target: &Repository, ids: &[SnapshotId]) -> Result<CopyReport> {
+    /// (same original id) are skipped. Reports one "copying" stage per snapshot (chunks
+    /// to copy, as items).
+    pub async fn copy_to(
+        &self,
+        target: &Repository,
+        ids: &[SnapshotId],
+        progress: &dyn Progress,
+    ) -> Result<CopyReport> {
         if target.chunk_id(PROBE) != self.chunk_id(PROBE) {
-            return Err(Error::Refused(format!(
-                "the repository at {} was not created as a copy of this one (chunk ids differ); let `coffer copy --to` create the target at an empty location",
-                target.location()
-            )));
+            return Err(Error::NotACopyTarget(target.location().to_string()));
         }
         let snaps: Vec<Snapshot> = if ids.is_empty() {
             self.list_snapshots().await?
@@ -78,7 +90,12 @@ impl Repository {
             let w = target.writer_for("copy").await?;
             let needed = self.snapshot_chunks(&snap).await?;
             let missing: Vec<_> = needed.into_iter().filter(|id| !w.reuse(id)).collect();
-            let stored: Vec<u64> = futures::stream::iter(missing)
+            progress.stage(
+                &format!("copying {}", snap.id.short()),
+                Unit::Items,
+                Some(missing.len() as u64),
+            );
+            let stored: Result<Vec<u64>> = futures::stream::iter(missing)
                 .map(|id| {
                     let w = w.clone();
                     async move {
@@ -88,12 +105,21 @@ impl Repository {
                             .map(|l| l.kind)
                             .ok_or(Error::ChunkNotFound(id))?;
                         let data = self.read_chunk(&id).await?;
-                        Ok::<_, Error>(w.add(kind, data).await?.stored_bytes)
+                        let n = w.add(kind, data).await?.stored_bytes;
+                        progress.advance(1);
+                        Ok::<_, Error>(n)
                     }
                 })
                 .buffer_unordered(4)
                 .try_collect()
-                .await?;
+                .await;
+            let stored = match stored {
+                Ok(s) => s,
+                Err(e) => {
+                    w.abort().await;
+                    return Err(e);
+                }
+            };
             report.chunks_copied += stored.len() as u64;
             report.bytes_stored += stored.iter().sum::<u64>();
             let mut copy = snap.clone();

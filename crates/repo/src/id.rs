@@ -18,6 +18,7 @@ pub type SnapshotId = Id;
 pub type PackId = Id;
 
 impl Id {
+    /// A random id (pack names, session ids, key slot names).
     pub fn random() -> Id {
         let mut b = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
@@ -29,6 +30,16 @@ impl Id {
         Id(*blake3::hash(data).as_bytes())
     }
 
+    /// The id of the first 32 bytes of `b` (callers pass exactly 32; shorter input is
+    /// zero-padded rather than a panic).
+    pub fn from_slice(b: &[u8]) -> Id {
+        let mut a = [0u8; 32];
+        let n = b.len().min(32);
+        a[..n].copy_from_slice(&b[..n]);
+        Id(a)
+    }
+
+    /// 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -38,6 +49,7 @@ impl Id {
         hex::encode(&self.0[..4])
     }
 
+    /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -5,33 +5,45 @@
 //! `blob_1 .. blob_n | sealed header | header length (u32 LE) | "COFFPK01"`.
 //! Each blob is `seal(aad = chunk id, [compression byte][payload])`. The header plaintext
 //! is `count (u32 LE)` then per blob `kind (u8) | chunk id (32) | offset (u32 LE) |
-//! length (u32 LE) | raw length (u32 LE)`, sealed with aad `"coffer pack header" | pack id`.
+//! length (u32 LE) | raw length (u32 LE)`, sealed with aad `"coffer pack header" | pack id`
+//! and no compression byte.
 
 use bytes::Bytes;
 
-use crate::crypto::MasterKeys;
+use crate::compression::{self, Compression, RAW, ZSTD};
+use crate::crypto::{MasterKeys, SEAL_OVERHEAD};
 use crate::id::Id;
+use crate::limits::MAX_CHUNK;
 
+/// The last 8 bytes of every pack.
 pub const PACK_MAGIC: &[u8; 8] = b"COFFPK01";
+/// Header length (u32) and magic.
 pub const TRAILER_LEN: usize = 4 + 8;
+/// One header entry: kind, chunk id, offset, length, raw length.
 pub const HEADER_ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+/// Largest sealed blob: a raw chunk of the largest size, its compression byte, the seal.
+pub const MAX_SEALED_BLOB: u32 = MAX_CHUNK + 1 + SEAL_OVERHEAD as u32;
 
 /// What a chunk holds: file or block data, or metadata (tree listings, block maps).
 /// Kept apart in different packs so metadata can be read without touching bulk data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobKind {
+    /// File or block data.
     Data,
+    /// Metadata streams (trees, block maps, catalogs, reference lists).
     Meta,
 }
 
 impl BlobKind {
+    /// The stored byte: 0 data, 1 metadata.
     pub fn to_u8(self) -> u8 {
         match self {
             BlobKind::Data => 0,
             BlobKind::Meta => 1,
         }
     }
+    /// The kind a stored byte names, if any.
     pub fn from_u8(b: u8) -> Option<BlobKind> {
         match b {
             0 => Some(BlobKind::Data),
@@ -44,13 +56,50 @@ impl BlobKind {
 /// One blob's place in a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobEntry {
+    /// Data or metadata.
     pub kind: BlobKind,
+    /// The chunk id (keyed BLAKE3 of the plaintext).
     pub id: Id,
+    /// Where the sealed blob starts in the pack.
     pub offset: u32,
+    /// Length of the sealed blob.
     pub length: u32,
+    /// Length of the chunk's plaintext (after decompression).
     pub raw_length: u32,
 }
 
+impl BlobEntry {
+    /// Whether the lengths are possible for a sealed chunk: plaintext at most
+    /// [`MAX_CHUNK`], sealed blob no shorter than its seal and no longer than the raw
+    /// plaintext sealed with its compression byte.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.raw_length > MAX_CHUNK {
+            return Err(format!(
+                "chunk {} claims {} bytes, more than the {MAX_CHUNK} allowed",
+                self.id.short(),
+                self.raw_length
+            ));
+        }
+        let min = SEAL_OVERHEAD as u32 + 1;
+        let max = self.raw_length + 1 + SEAL_OVERHEAD as u32;
+        if self.length < min || self.length > max {
+            return Err(format!(
+                "chunk {} has a sealed length of {} for {} plaintext bytes",
+                self.id.short(),
+                self.length,
+                self.raw_length
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the blob ends in the pack.
+    pub fn end(&self) -> u64 {
+        self.offset as u64 + self.length as u64
+    }
+}
+
+/// The object path of pack `id`.
 pub fn pack_path(id: &Id) -> String {
     let hex = id.to_hex();
     format!("packs/{}/{}", &hex[..2], hex)
@@ -71,42 +120,70 @@ fn header_aad(pack: &Id) -> Vec<u8> {
     aad
 }
 
+/// Encodes a header's plaintext (also the body of a pack record in index files).
 pub fn encode_header_entries(entries: &[BlobEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + entries.len() * HEADER_ENTRY_LEN);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
-        out.push(e.kind.to_u8());
-        out.extend_from_slice(&e.id.0);
-        out.extend_from_slice(&e.offset.to_le_bytes());
-        out.extend_from_slice(&e.length.to_le_bytes());
-        out.extend_from_slice(&e.raw_length.to_le_bytes());
+        out.extend_from_slice(&encode_entry(e));
     }
     out
 }
 
+fn encode_entry(e: &BlobEntry) -> [u8; HEADER_ENTRY_LEN] {
+    let mut rec = [0u8; HEADER_ENTRY_LEN];
+    rec[0] = e.kind.to_u8();
+    rec[1..33].copy_from_slice(&e.id.0);
+    rec[33..37].copy_from_slice(&e.offset.to_le_bytes());
+    rec[37..41].copy_from_slice(&e.length.to_le_bytes());
+    rec[41..45].copy_from_slice(&e.raw_length.to_le_bytes());
+    rec
+}
+
+fn le32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+/// Decodes one 45-byte header entry, validating it ([`BlobEntry::validate`]).
+pub fn decode_entry(rec: &[u8]) -> Result<BlobEntry, String> {
+    if rec.len() != HEADER_ENTRY_LEN {
+        return Err(format!("header entry of {} bytes", rec.len()));
+    }
+    let kind = BlobKind::from_u8(rec[0]).ok_or_else(|| format!("unknown blob kind {}", rec[0]))?;
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&rec[1..33]);
+    let e = BlobEntry {
+        kind,
+        id: Id(id),
+        offset: le32(&rec[33..37]),
+        length: le32(&rec[37..41]),
+        raw_length: le32(&rec[41..45]),
+    };
+    e.validate()?;
+    Ok(e)
+}
+
+/// Decodes a header's plaintext: exactly `count` valid entries, nothing after them.
 pub fn decode_header_entries(b: &[u8]) -> Result<Vec<BlobEntry>, String> {
     if b.len() < 4 {
         return Err("header too short".into());
     }
-    let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
-    if b.len() != 4 + n * HEADER_ENTRY_LEN {
+    let n = le32(b) as usize;
+    let want = n
+        .checked_mul(HEADER_ENTRY_LEN)
+        .and_then(|x| x.checked_add(4));
+    if want != Some(b.len()) {
         return Err(format!(
             "header length {} does not fit {n} entries",
             b.len()
         ));
     }
-    let mut out = Vec::with_capacity(n);
-    for rec in b[4..].chunks_exact(HEADER_ENTRY_LEN) {
-        let kind = BlobKind::from_u8(rec[0]).ok_or("unknown blob kind")?;
-        out.push(BlobEntry {
-            kind,
-            id: Id(rec[1..33].try_into().unwrap()),
-            offset: u32::from_le_bytes(rec[33..37].try_into().unwrap()),
-            length: u32::from_le_bytes(rec[37..41].try_into().unwrap()),
-            raw_length: u32::from_le_bytes(rec[41..45].try_into().unwrap()),
-        });
-    }
-    Ok(out)
+    b[4..]
+        .chunks_exact(HEADER_ENTRY_LEN)
+        .map(decode_entry)
+        .collect()
 }
 
 /// The bytes that close a pack: sealed header, its length, the magic.
@@ -127,17 +204,25 @@ pub fn open_header(keys: &MasterKeys, pack: &Id, sealed: &[u8]) -> Result<Vec<Bl
     decode_header_entries(&plain)
 }
 
-/// Checks that every blob lies inside the blob area (before the header).
+/// Checks that every blob lies inside the blob area (before the header) and that no two
+/// blobs overlap.
 pub fn check_bounds(entries: &[BlobEntry], blob_area_end: u64) -> Result<(), String> {
+    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(entries.len());
     for e in entries {
-        if e.offset as u64 + e.length as u64 > blob_area_end {
-            return Err(format!("blob {} extends past the blob area", e.id));
+        if e.end() > blob_area_end {
+            return Err(format!("blob {} extends past the blob area", e.id.short()));
         }
+        spans.push((e.offset as u64, e.end()));
+    }
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[1].0 < w[0].1) {
+        return Err("blobs overlap".into());
     }
     Ok(())
 }
 
-/// Where the header starts, from the trailer (the last TRAILER_LEN bytes) and pack size.
+/// Where the header starts, from the trailer (the last [`TRAILER_LEN`] bytes) and pack
+/// size.
 pub fn header_start(trailer: &[u8], pack_size: u64) -> Result<u64, String> {
     if trailer.len() != TRAILER_LEN || pack_size < TRAILER_LEN as u64 {
         return Err(format!("truncated: only {pack_size} bytes"));
@@ -145,7 +230,10 @@ pub fn header_start(trailer: &[u8], pack_size: u64) -> Result<u64, String> {
     if &trailer[4..] != PACK_MAGIC {
         return Err("truncated or damaged: no pack trailer at the end".into());
     }
-    let hlen = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as u64;
+    let hlen = le32(trailer) as u64;
+    if hlen < (SEAL_OVERHEAD + 4) as u64 {
+        return Err(format!("damaged: header length {hlen} is too short"));
+    }
     if hlen + TRAILER_LEN as u64 > pack_size {
         return Err("damaged: header length exceeds the pack".into());
     }
@@ -164,51 +252,11 @@ pub fn parse_pack(keys: &MasterKeys, pack: &Id, data: &[u8]) -> Result<Vec<BlobE
     Ok(entries)
 }
 
-/// Compression of a blob's payload; the first plaintext byte says which was used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Zstd(i32),
-}
-
-impl std::str::FromStr for Compression {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "none" => Ok(Compression::None),
-            "zstd" => Ok(Compression::Zstd(3)),
-            _ => {
-                if let Some(l) = s.strip_prefix("zstd:")
-                    && let Ok(level) = l.parse::<i32>()
-                    && (-7..=22).contains(&level)
-                {
-                    return Ok(Compression::Zstd(level));
-                }
-                Err(crate::Error::Invalid(format!(
-                    "unknown compression {s:?}: use zstd, zstd:LEVEL (-7..22) or none"
-                )))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Compression::None => f.write_str("none"),
-            Compression::Zstd(l) => write!(f, "zstd:{l}"),
-        }
-    }
-}
-
-const RAW: u8 = 0;
-const ZSTD: u8 = 1;
-
 /// Compresses `data` (kept raw when compression does not make it smaller) and seals it,
 /// compressing straight into the sealed buffer.
 pub fn seal_blob(keys: &MasterKeys, id: &Id, data: &[u8], compression: Compression) -> Vec<u8> {
     let level = match compression {
-        Compression::Zstd(level) if looks_compressible(data) => Some(level),
+        Compression::Zstd(level) if compression::looks_compressible(data) => Some(level),
         _ => None,
     };
     keys.seal_with(&id.0, data.len() + 1, |out| {
@@ -219,7 +267,7 @@ pub fn seal_blob(keys: &MasterKeys, id: &Id, data: &[u8], compression: Compressi
             // as soon as it would not save anything.
             let limit = data.len().saturating_sub(1);
             out.resize(start + 1 + limit, 0);
-            if let Some(n) = zstd_compress(level, data, &mut out[start + 1..]) {
+            if let Some(n) = compression::compress_into(level, data, &mut out[start + 1..]) {
                 out.truncate(start + 1 + n);
                 return;
             }
@@ -230,98 +278,28 @@ pub fn seal_blob(keys: &MasterKeys, id: &Id, data: &[u8], compression: Compressi
     })
 }
 
-/// Compression contexts are costly to set up (tables of up to megabytes, cleared on
-/// creation) and large to keep, so a few are shared: at most one per core, which is also
-/// as many compressions as can usefully run at once. A thread that finds none free waits.
-struct CompressorPool {
-    /// Idle contexts with the level each was last set to.
-    idle: std::sync::Mutex<(Vec<(i32, zstd::bulk::Compressor<'static>)>, usize)>,
-    freed: std::sync::Condvar,
-    max: usize,
-}
-
-static COMPRESSORS: std::sync::LazyLock<CompressorPool> =
-    std::sync::LazyLock::new(|| CompressorPool {
-        idle: std::sync::Mutex::new((Vec::new(), 0)),
-        freed: std::sync::Condvar::new(),
-        max: std::thread::available_parallelism().map_or(2, |n| n.get()),
-    });
-
-thread_local! {
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// One-shot zstd compression of `data` into `out` (a standard frame with its content
-/// size); None when it does not fit.
-fn zstd_compress(level: i32, data: &[u8], out: &mut [u8]) -> Option<usize> {
-    let pool = &*COMPRESSORS;
-    let (mut set_to, mut ctx) = {
-        let mut guard = pool.idle.lock().unwrap();
-        loop {
-            let (idle, created) = &mut *guard;
-            if let Some(pos) = idle.iter().position(|(l, _)| *l == level) {
-                break idle.swap_remove(pos);
-            }
-            if let Some(any) = idle.pop() {
-                break any;
-            }
-            if *created < pool.max {
-                *created += 1;
-                drop(guard);
-                match zstd::bulk::Compressor::new(level) {
-                    Ok(c) => break (level, c),
-                    Err(_) => {
-                        pool.idle.lock().unwrap().1 -= 1;
-                        return None;
-                    }
-                }
-            }
-            guard = pool.freed.wait(guard).unwrap();
-        }
-    };
-    let mut n = None;
-    if set_to == level || ctx.set_compression_level(level).is_ok() {
-        set_to = level;
-        n = ctx.compress_to_buffer(data, out).ok();
-    }
-    pool.idle.lock().unwrap().0.push((set_to, ctx));
-    pool.freed.notify_one();
-    n
-}
-
-/// One-shot zstd decompression into a buffer of exactly `size` bytes.
-fn zstd_decompress(data: &[u8], size: usize) -> Result<Vec<u8>, String> {
-    DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
-        }
-        let mut out = Vec::with_capacity(size);
-        d.as_mut()
-            .unwrap()
-            .decompress_to_buffer(data, &mut out)
-            .map_err(|e| format!("decompression failed: {e}"))?;
-        Ok(out)
-    })
-}
-
-/// Opens a sealed blob and checks that its plaintext hashes to `id`.
+/// Opens a sealed blob and checks that its plaintext hashes to `id`. Decompression is
+/// bounded by `raw_length` (itself at most [`MAX_CHUNK`]).
 pub fn open_blob(
     keys: &MasterKeys,
     id: &Id,
     sealed: &[u8],
     raw_length: u32,
 ) -> Result<bytes::Bytes, String> {
+    if raw_length > MAX_CHUNK {
+        return Err(format!("raw length {raw_length} exceeds {MAX_CHUNK}"));
+    }
     let plain = keys.open(&id.0, sealed)?;
     let data = match plain.first() {
         // The plaintext buffer itself, past the marker: no copy.
         Some(&RAW) => bytes::Bytes::from(plain).slice(1..),
-        Some(&ZSTD) => {
-            // The index knows the size: one-shot decompression into an exact buffer.
-            bytes::Bytes::from(zstd_decompress(&plain[1..], raw_length as usize)?)
-        }
-        _ => return Err("unknown compression marker".into()),
+        Some(&ZSTD) => bytes::Bytes::from(compression::decompress_bounded(
+            &plain[1..],
+            Some(raw_length as usize),
+            raw_length as usize,
+        )?),
+        Some(b) => return Err(format!("unknown compression byte {b}")),
+        None => return Err("empty plaintext".into()),
     };
     if data.len() != raw_length as usize {
         return Err(format!(
@@ -335,29 +313,11 @@ pub fn open_blob(
     Ok(data)
 }
 
-/// A cheap pre-check that skips compressing data that will not shrink (random or already
-/// compressed): compress a small sample at the fastest level and see if it shrinks.
-fn looks_compressible(data: &[u8]) -> bool {
-    const SAMPLE: usize = 16 * 1024;
-    if data.len() <= 2 * SAMPLE {
-        return true;
-    }
-    let mid = data.len() / 2;
-    let samples = [
-        &data[..SAMPLE],
-        &data[mid..mid + SAMPLE],
-        &data[data.len() - SAMPLE..],
-    ];
-    let mut out = [0u8; SAMPLE * 97 / 100];
-    samples
-        .iter()
-        .any(|s| zstd_compress(1, s, &mut out).is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::{Encryption, MasterKeys};
+    use proptest::prelude::*;
 
     #[test]
     fn blob_round_trip_and_trailer() {
@@ -372,6 +332,9 @@ mod tests {
         );
         let other = keys.chunk_id(b"x");
         assert!(open_blob(&keys, &other, &sealed, text.len() as u32).is_err());
+        // A raw length that disagrees with the frame is refused before decompressing.
+        assert!(open_blob(&keys, &id, &sealed, text.len() as u32 + 1).is_err());
+        assert!(open_blob(&keys, &id, &sealed, u32::MAX).is_err());
 
         let pack = Id::random();
         let entries = vec![BlobEntry {
@@ -400,5 +363,120 @@ mod tests {
             open_blob(&keys, &id, &sealed, data.len() as u32).unwrap(),
             data
         );
+    }
+
+    fn entry_strategy() -> impl Strategy<Value = BlobEntry> {
+        (
+            any::<bool>(),
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            0..=MAX_CHUNK,
+            any::<u32>(),
+        )
+            .prop_map(|(meta, id, offset, raw, l)| {
+                let max = raw + 1 + SEAL_OVERHEAD as u32;
+                let min = SEAL_OVERHEAD as u32 + 1;
+                BlobEntry {
+                    kind: if meta { BlobKind::Meta } else { BlobKind::Data },
+                    id: Id(id),
+                    offset,
+                    length: min + l % (max - min + 1),
+                    raw_length: raw,
+                }
+            })
+    }
+
+    /// A pack of `n` small random blobs: (bytes, entries).
+    fn small_pack(keys: &MasterKeys, pack: &Id, sizes: &[usize]) -> (Vec<u8>, Vec<BlobEntry>) {
+        let mut data = Vec::new();
+        let mut entries = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let plain = vec![i as u8; n];
+            let id = keys.chunk_id(&plain);
+            let sealed = seal_blob(keys, &id, &plain, Compression::Zstd(3));
+            entries.push(BlobEntry {
+                kind: BlobKind::Data,
+                id,
+                offset: data.len() as u32,
+                length: sealed.len() as u32,
+                raw_length: n as u32,
+            });
+            data.extend_from_slice(&sealed);
+        }
+        data.extend_from_slice(&encode_trailer(keys, pack, &entries));
+        (data, entries)
+    }
+
+    proptest! {
+        #![proptest_config(crate::limits::proptest_config())]
+
+        #[test]
+        fn header_entries_round_trip(entries in proptest::collection::vec(entry_strategy(), 0..50)) {
+            let enc = encode_header_entries(&entries);
+            prop_assert_eq!(decode_header_entries(&enc).unwrap(), entries);
+        }
+
+        #[test]
+        fn header_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(entries) = decode_header_entries(&bytes) {
+                prop_assert_eq!(bytes.len(), 4 + entries.len() * HEADER_ENTRY_LEN);
+            }
+        }
+
+        #[test]
+        fn header_count_set_huge(entries in proptest::collection::vec(entry_strategy(), 0..5), n in any::<u32>()) {
+            let mut enc = encode_header_entries(&entries);
+            enc[..4].copy_from_slice(&n.to_le_bytes());
+            if n as usize != entries.len() {
+                prop_assert!(decode_header_entries(&enc).is_err());
+            }
+        }
+
+        #[test]
+        fn trailers_never_panic(trailer in proptest::collection::vec(any::<u8>(), 0..20), size in any::<u64>()) {
+            if let Ok(start) = header_start(&trailer, size) {
+                prop_assert!(start < size);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::limits::proptest_cases(300))]
+
+        #[test]
+        fn mutated_packs_error_or_parse(
+            sizes in proptest::collection::vec(0usize..3000, 1..6),
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+            cut in any::<prop::sample::Index>(),
+            huge in any::<u32>(),
+        ) {
+            let keys = MasterKeys::generate(Encryption::Aes256Gcm);
+            let pack = Id::random();
+            let (data, entries) = small_pack(&keys, &pack, &sizes);
+            prop_assert_eq!(parse_pack(&keys, &pack, &data).unwrap(), entries.clone());
+            // A flipped bit anywhere: the pack parses (the bit was in a blob) or errors,
+            // and every blob then opens or errors.
+            let mut bad = data.clone();
+            let i = flip.index(bad.len());
+            bad[i] ^= 1 << bit;
+            if let Ok(found) = parse_pack(&keys, &pack, &bad) {
+                for e in found {
+                    let sealed = &bad[e.offset as usize..e.end() as usize];
+                    let _ = open_blob(&keys, &e.id, sealed, e.raw_length);
+                }
+            }
+            // Truncated anywhere: refused.
+            let c = cut.index(data.len());
+            prop_assert!(parse_pack(&keys, &pack, &data[..c]).is_err());
+            // Header length set huge: refused.
+            let mut long = data.clone();
+            let at = long.len() - TRAILER_LEN;
+            long[at..at + 4].copy_from_slice(&huge.to_le_bytes());
+            let real = (data.len() - TRAILER_LEN - entries.iter().map(|e| e.length as usize).sum::<usize>()) as u32;
+            if huge != real {
+                prop_assert!(parse_pack(&keys, &pack, &long).is_err());
+            }
+        }
     }
 }

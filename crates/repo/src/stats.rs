@@ -7,12 +7,16 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::repository::Repository;
 
+/// What `stats` reports.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepoStats {
+    /// Snapshots.
     pub snapshots: usize,
+    /// Packs in the index.
     pub packs: usize,
     /// Bytes of all packs (what the repository occupies, besides small metadata).
     pub pack_bytes: u64,
+    /// Distinct chunks.
     pub chunks: usize,
     /// Plaintext bytes of all distinct chunks.
     pub unique_bytes: u64,
@@ -22,10 +26,12 @@ pub struct RepoStats {
     pub logical_bytes: u64,
     /// logical_bytes / stored_bytes.
     pub dedup_ratio: f64,
+    /// unique_bytes / stored_bytes.
     pub compression_ratio: f64,
 }
 
 impl Repository {
+    /// Counts snapshots, packs and chunks, and the savings of dedup and compression.
     pub async fn stats(&self) -> Result<RepoStats> {
         self.reload_index().await?;
         let table = self.index();

@@ -25,17 +25,26 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id};
 use crate::index::{IndexFile, PackRecord};
+use crate::object::{ObjectKind, open_object, read_bounded, read_object, seal_object};
 use crate::pack::{self, BlobEntry, BlobKind};
-use crate::repository::{Repository, open_object, seal_object};
+use crate::repository::{Repository, to_json};
 use crate::snapshot::{self, NewSnapshot, Snapshot};
+use crate::storage::ObjectWriter;
 
 /// How often a running session refreshes its marker.
 pub const SESSION_HEARTBEAT: Duration = Duration::from_secs(60);
 /// A session whose marker is older than this is taken as dead (killed writer).
 pub const SESSION_STALE: Duration = Duration::from_secs(10 * 60);
-/// Index files are written every this many packs, so that an interrupted long backup
-/// leaves indexed packs the next backup can reuse.
+/// Index files are written every this many packs (or index entries), so that an
+/// interrupted long backup leaves indexed packs the next backup can reuse, and an index
+/// file stays well under the size readers accept.
 const INDEX_FLUSH_PACKS: usize = 64;
+const INDEX_FLUSH_ENTRIES: usize = 200_000;
+/// A pack is closed at this many blobs even below its target size (tiny chunks), which
+/// keeps its header a few MiB at most.
+const PACK_MAX_BLOBS: usize = 100_000;
+/// Pack ids per deletion plan object (keeps each well under the readers' limit).
+const PLAN_MAX_PACKS: usize = 100_000;
 /// Packs closed in the background at once (bounds memory and open uploads).
 const MAX_CLOSING: usize = 2;
 /// Bytes of sealed blobs gathered before they are written to the open pack.
@@ -44,6 +53,7 @@ const PACK_WRITE_BUFFER: usize = 1 << 20;
 /// Result of [`Writer::add`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Added {
+    /// The chunk's id.
     pub id: ChunkId,
     /// True when the chunk was stored; false when it was already in the repository.
     pub new: bool,
@@ -55,6 +65,7 @@ pub struct Added {
 /// [`Writer::seal`], waiting for [`Writer::store`].
 pub struct SealedChunk {
     kind: BlobKind,
+    /// The chunk's id.
     pub id: ChunkId,
     raw_len: u32,
     /// None when the repository (or this session) has the chunk already.
@@ -71,7 +82,9 @@ impl SealedChunk {
 /// Counters of one session.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WriteStats {
+    /// Chunks stored by this session.
     pub chunks_new: u64,
+    /// Chunks the repository (or this session) had already.
     pub chunks_reused: u64,
     /// Plaintext bytes of new chunks.
     pub bytes_new_raw: u64,
@@ -99,19 +112,26 @@ pub(crate) fn session_path(id: &Id, seq: u64) -> String {
     format!("sessions/{}/{:010}", id.to_hex(), seq)
 }
 
-/// Reads every deletion plan: (object path, plan).
+/// Reads every deletion plan: (object path, plan). An unreadable plan is an error, not
+/// skipped: a writer that ignored it could reuse a pack about to be deleted.
 pub(crate) async fn load_deletion_plans(repo: &Repository) -> Result<Vec<(String, DeletionPlan)>> {
-    let listed = repo.backend().list("deletions/").await?;
+    let listed = repo.storage().list("deletions/").await?;
     let mut out = Vec::new();
     for o in listed {
-        let raw = match repo.backend().read(&o.path).await {
-            Ok(r) => r,
+        let plain = match read_object(
+            &**repo.storage(),
+            repo.keys(),
+            ObjectKind::Deletions,
+            &o.path,
+            Some(o.size),
+        )
+        .await
+        {
+            Ok((_, plain)) => plain,
             // Deleted by a concurrent prune after our listing: nothing to honour any more.
             Err(Error::MissingObject { .. }) => continue,
             Err(e) => return Err(e),
         };
-        let plain =
-            open_object(repo.keys(), b"deletions", &raw).map_err(|r| Error::corrupt(&o.path, r))?;
         let plan: DeletionPlan = serde_json::from_slice(&plain)
             .map_err(|e| Error::corrupt(&o.path, format!("bad JSON: {e}")))?;
         out.push((o.path, plan));
@@ -119,22 +139,40 @@ pub(crate) async fn load_deletion_plans(repo: &Repository) -> Result<Vec<(String
     Ok(out)
 }
 
-pub(crate) async fn write_deletion_plan(repo: &Repository, plan: &DeletionPlan) -> Result<String> {
-    let sealed = seal_object(
-        repo.keys(),
-        b"deletions",
-        &serde_json::to_vec(plan).unwrap(),
-    );
-    let path = format!("deletions/{}", Id::of_content(&sealed).to_hex());
-    repo.backend().write_new(&path, Bytes::from(sealed)).await?;
-    Ok(path)
+/// Writes a deletion plan, split into objects of at most `PLAN_MAX_PACKS` packs; returns
+/// their paths.
+pub(crate) async fn write_deletion_plan(
+    repo: &Repository,
+    plan: &DeletionPlan,
+) -> Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for packs in plan.packs.chunks(PLAN_MAX_PACKS) {
+        let part = DeletionPlan {
+            created: plan.created,
+            packs: packs.to_vec(),
+        };
+        let sealed = seal_object(repo.keys(), ObjectKind::Deletions, &to_json(&part));
+        let path = format!("deletions/{}", Id::of_content(&sealed).to_hex());
+        match repo.storage().write_new(&path, Bytes::from(sealed)).await {
+            // The same bytes are there already: the same plan.
+            Ok(()) | Err(Error::ObjectExists { .. }) => paths.push(path),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(paths)
+}
+
+/// Locks a mutex, taking the data as it is if a panicking thread held it (every update
+/// under these locks is a single step, so the data is consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct OpenPack {
     id: Id,
-    writer: opendal::Writer,
-    /// Sealed blobs not yet handed to the backend: written in pieces of
-    /// `PACK_WRITE_BUFFER` bytes, not one backend call per blob (each costs a hand-off to
+    writer: Box<dyn ObjectWriter>,
+    /// Sealed blobs not yet handed to the storage: written in pieces of
+    /// `PACK_WRITE_BUFFER` bytes, not one storage call per blob (each costs a hand-off to
     /// the blocking pool and a system call on a local disk).
     pending: Vec<u8>,
     written: u64,
@@ -178,7 +216,7 @@ struct WriterInner {
 
 impl Drop for WriterInner {
     fn drop(&mut self) {
-        if let Some(h) = self.heartbeat.lock().unwrap().take() {
+        if let Some(h) = lock(&self.heartbeat).take() {
             h.abort();
         }
     }
@@ -195,18 +233,18 @@ impl Repository {
         let started = Utc::now();
         let info = SessionInfo {
             started,
-            hostname: crate::hostname(),
+            hostname: self.open_options().hostname.clone(),
             pid: std::process::id(),
             purpose: purpose.to_string(),
         };
         let sealed = Bytes::from(seal_object(
             self.keys(),
-            b"session",
-            &serde_json::to_vec(&info).unwrap(),
+            ObjectKind::Session,
+            &to_json(&info),
         ));
         // The marker goes first, then the deletion plans are read: prune does the
         // opposite (plan, then markers), so one of the two always sees the other.
-        self.backend()
+        self.storage()
             .write_new(&session_path(&session, 0), sealed.clone())
             .await?;
         let plans = load_deletion_plans(self).await?;
@@ -215,18 +253,18 @@ impl Repository {
         for (_, plan) in plans {
             state.excluded.extend(plan.packs);
         }
-        let backend = self.backend().clone();
+        let storage = self.storage().clone();
         let heartbeat = tokio::spawn(async move {
             let mut seq = 0u64;
             loop {
                 tokio::time::sleep(SESSION_HEARTBEAT).await;
                 let next = seq + 1;
-                if backend
+                if storage
                     .write_new(&session_path(&session, next), sealed.clone())
                     .await
                     .is_ok()
                 {
-                    let _ = backend.delete(&session_path(&session, seq)).await;
+                    let _ = storage.delete(&session_path(&session, seq)).await;
                     seq = next;
                 }
             }
@@ -255,10 +293,12 @@ enum Claim {
 }
 
 impl Writer {
+    /// The repository this session writes to.
     pub fn repository(&self) -> &Repository {
         &self.inner.repo
     }
 
+    /// The session's counters so far.
     pub fn stats(&self) -> WriteStats {
         let i = &self.inner;
         WriteStats {
@@ -271,12 +311,12 @@ impl Writer {
 
     /// Never deduplicate against these packs (prune uses it while repacking).
     pub(crate) fn exclude_packs(&self, packs: impl IntoIterator<Item = Id>) {
-        self.inner.state.lock().unwrap().excluded.extend(packs);
+        lock(&self.inner.state).excluded.extend(packs);
     }
 
     /// Decides whether `id` must be stored, and references it either way.
     fn claim(&self, id: ChunkId, force: bool) -> Claim {
-        let mut st = self.inner.state.lock().unwrap();
+        let mut st = lock(&self.inner.state);
         st.refs.insert(id);
         if st.stored.contains(&id) {
             return Claim::Exists;
@@ -306,8 +346,14 @@ impl Writer {
         let this = self.clone();
         let sealed = tokio::task::spawn_blocking(move || this.seal_inner(kind, &data, force))
             .await
-            .expect("chunk sealing panicked");
-        self.store(sealed).await
+            .map_err(|e| Error::task("compressing and encrypting a chunk", e));
+        match sealed {
+            Ok(sealed) => self.store(sealed).await,
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
     }
 
     /// The CPU half of [`Writer::add`], for callers already on a blocking thread (a file
@@ -378,7 +424,7 @@ impl Writer {
     /// References a chunk without its data (e.g. an unchanged file from the parent).
     /// False when the repository does not have it (usable); then add() the data.
     pub fn reuse(&self, id: &ChunkId) -> bool {
-        let mut st = self.inner.state.lock().unwrap();
+        let mut st = lock(&self.inner.state);
         if st.stored.contains(id) {
             st.refs.insert(*id);
             return true;
@@ -412,17 +458,15 @@ impl Writer {
     }
 
     fn fail(&self, e: &Error) {
-        let mut st = self.inner.state.lock().unwrap();
+        let mut st = lock(&self.inner.state);
         if st.failed.is_none() {
             st.failed = Some(e.to_string());
         }
     }
 
     fn check_failed(&self) -> Result<()> {
-        match &self.inner.state.lock().unwrap().failed {
-            Some(msg) => Err(Error::Refused(format!(
-                "this backup session failed earlier: {msg}"
-            ))),
+        match &lock(&self.inner.state).failed {
+            Some(msg) => Err(Error::SessionFailed(msg.clone())),
             None => Ok(()),
         }
     }
@@ -439,7 +483,7 @@ impl Writer {
         let mut guard = slot.lock().await;
         if guard.is_none() {
             let pack_id = Id::random();
-            let writer = repo.backend().writer(&pack::pack_path(&pack_id)).await?;
+            let writer = repo.storage().create(&pack::pack_path(&pack_id)).await?;
             *guard = Some(OpenPack {
                 id: pack_id,
                 writer,
@@ -448,7 +492,12 @@ impl Writer {
                 entries: Vec::new(),
             });
         }
-        let open = guard.as_mut().unwrap();
+        let Some(open) = guard.as_mut() else {
+            return Err(Error::TaskFailed {
+                task: "opening a pack",
+                reason: "no open pack".into(),
+            });
+        };
         let len = sealed.len() as u32;
         if open.pending.is_empty() && sealed.len() >= PACK_WRITE_BUFFER {
             open.pending = sealed;
@@ -460,7 +509,7 @@ impl Writer {
             open.pending.extend_from_slice(&sealed);
         }
         if open.pending.len() >= PACK_WRITE_BUFFER {
-            write_pending(repo, open).await?;
+            write_pending(open).await?;
         }
         open.entries.push(BlobEntry {
             kind,
@@ -470,10 +519,12 @@ impl Writer {
             raw_length: raw_len,
         });
         open.written += len as u64;
-        if open.written >= repo.config().pack_size as u64 {
-            let full = guard.take().unwrap();
+        if open.written >= repo.config().pack_size as u64 || open.entries.len() >= PACK_MAX_BLOBS {
+            let full = guard.take();
             drop(guard);
-            self.close_in_background(full).await?;
+            if let Some(full) = full {
+                self.close_in_background(full).await?;
+            }
         }
         Ok(())
     }
@@ -486,8 +537,8 @@ impl Writer {
         // Bound the packs in flight: wait for the oldest ones.
         while closing.len() > MAX_CLOSING {
             let h = closing.remove(0);
-            let rec = h.await.expect("pack close panicked")?;
-            self.inner.state.lock().unwrap().unindexed.push(rec);
+            let rec = h.await.map_err(|e| Error::task("closing a pack", e))??;
+            lock(&self.inner.state).unindexed.push(rec);
         }
         drop(closing);
         self.maybe_flush_index().await
@@ -495,8 +546,9 @@ impl Writer {
 
     async fn maybe_flush_index(&self) -> Result<()> {
         let batch = {
-            let mut st = self.inner.state.lock().unwrap();
-            if st.unindexed.len() < INDEX_FLUSH_PACKS {
+            let mut st = lock(&self.inner.state);
+            let entries: usize = st.unindexed.iter().map(|p| p.blobs.len()).sum();
+            if st.unindexed.len() < INDEX_FLUSH_PACKS && entries < INDEX_FLUSH_ENTRIES {
                 return Ok(());
             }
             std::mem::take(&mut st.unindexed)
@@ -516,7 +568,7 @@ impl Writer {
                 packs,
             })
             .await?;
-        self.inner.index_ids.lock().unwrap().push(id);
+        lock(&self.inner.index_ids).push(id);
         Ok(())
     }
 
@@ -527,15 +579,15 @@ impl Writer {
             if let Some(open) = open {
                 let repo = self.inner.repo.clone();
                 let rec = close_pack(&repo, open).await?;
-                self.inner.state.lock().unwrap().unindexed.push(rec);
+                lock(&self.inner.state).unindexed.push(rec);
             }
         }
         let handles = std::mem::take(&mut *self.inner.closing.lock().await);
         for h in handles {
-            let rec = h.await.expect("pack close panicked")?;
-            self.inner.state.lock().unwrap().unindexed.push(rec);
+            let rec = h.await.map_err(|e| Error::task("closing a pack", e))??;
+            lock(&self.inner.state).unindexed.push(rec);
         }
-        let batch = std::mem::take(&mut self.inner.state.lock().unwrap().unindexed);
+        let batch = std::mem::take(&mut lock(&self.inner.state).unindexed);
         self.write_index(batch).await?;
         // Later reads through this repository handle see what the session wrote.
         self.inner.repo.reload_index().await
@@ -550,7 +602,7 @@ impl Writer {
             return Ok(());
         }
         let at_risk: Vec<ChunkId> = {
-            let mut st = self.inner.state.lock().unwrap();
+            let mut st = lock(&self.inner.state);
             st.excluded.extend(doomed.iter().copied());
             st.reused_from
                 .iter()
@@ -559,11 +611,12 @@ impl Writer {
                 .collect()
         };
         for id in at_risk {
-            let data = self.inner.repo.read_chunk(&id).await.map_err(|e| {
-                Error::Refused(format!(
-                    "a prune removed data this backup relied on while it ran ({e}); run the backup again"
-                ))
-            })?;
+            let data = self
+                .inner
+                .repo
+                .read_chunk(&id)
+                .await
+                .map_err(|e| Error::PrunedDuringBackup(e.to_string()))?;
             // Metadata and data alike: the kind only steers pack placement.
             let kind = self
                 .inner
@@ -573,7 +626,7 @@ impl Writer {
                 .map(|l| l.kind)
                 .unwrap_or(BlobKind::Data);
             self.add_inner(kind, data, true).await?;
-            self.inner.state.lock().unwrap().reused_from.remove(&id);
+            lock(&self.inner.state).reused_from.remove(&id);
         }
         Ok(())
     }
@@ -583,15 +636,7 @@ impl Writer {
     pub async fn commit(self, new: NewSnapshot) -> Result<Snapshot> {
         self.check_failed()?;
         self.rescue_from_pruned_packs().await?;
-        let mut refs: Vec<ChunkId> = self
-            .inner
-            .state
-            .lock()
-            .unwrap()
-            .refs
-            .iter()
-            .copied()
-            .collect();
+        let mut refs: Vec<ChunkId> = lock(&self.inner.state).refs.iter().copied().collect();
         refs.sort_unstable();
         let refs_chunks = self
             .add_stream(BlobKind::Meta, &snapshot::encode_refs(&refs))
@@ -602,7 +647,7 @@ impl Writer {
             time: new.time.unwrap_or_else(Utc::now),
             kind: new.kind,
             source: new.source,
-            hostname: crate::hostname(),
+            hostname: self.inner.repo.open_options().hostname.clone(),
             tags: new.tags,
             parent: new.parent,
             root: new.root,
@@ -629,7 +674,7 @@ impl Writer {
     pub(crate) async fn finish(self) -> Result<Vec<Id>> {
         self.check_failed()?;
         self.flush().await?;
-        let ids = self.inner.index_ids.lock().unwrap().clone();
+        let ids = lock(&self.inner.index_ids).clone();
         self.end_session().await;
         Ok(ids)
     }
@@ -645,38 +690,33 @@ impl Writer {
     }
 
     async fn end_session(&self) {
-        if let Some(h) = self.inner.heartbeat.lock().unwrap().take() {
+        if let Some(h) = lock(&self.inner.heartbeat).take() {
             h.abort();
         }
         let prefix = format!("sessions/{}/", self.inner.session.to_hex());
-        if let Ok(list) = self.inner.repo.backend().list(&prefix).await {
+        if let Ok(list) = self.inner.repo.storage().list(&prefix).await {
             for o in list {
-                let _ = self.inner.repo.backend().delete(&o.path).await;
+                let _ = self.inner.repo.storage().delete(&o.path).await;
             }
         }
     }
 }
 
-/// Hands the gathered blobs of an open pack to the backend.
-async fn write_pending(repo: &Repository, open: &mut OpenPack) -> Result<()> {
+/// Hands the gathered blobs of an open pack to the storage.
+async fn write_pending(open: &mut OpenPack) -> Result<()> {
     if open.pending.is_empty() {
         return Ok(());
     }
     let data = Bytes::from(std::mem::take(&mut open.pending));
-    repo.backend()
-        .write_part(&pack::pack_path(&open.id), &mut open.writer, data)
-        .await
+    open.writer.write(data).await
 }
 
 async fn close_pack(repo: &Repository, mut open: OpenPack) -> Result<PackRecord> {
-    write_pending(repo, &mut open).await?;
+    write_pending(&mut open).await?;
     let trailer = pack::encode_trailer(repo.keys(), &open.id, &open.entries);
-    let path = pack::pack_path(&open.id);
     let size = open.written + trailer.len() as u64;
-    repo.backend()
-        .write_part(&path, &mut open.writer, trailer)
-        .await?;
-    repo.backend().close_writer(&path, &mut open.writer).await?;
+    open.writer.write(trailer).await?;
+    open.writer.close().await?;
     Ok(PackRecord {
         id: open.id,
         size,
@@ -689,9 +729,9 @@ pub(crate) async fn live_sessions(
     repo: &Repository,
     except: Option<Id>,
 ) -> Result<BTreeMap<Id, chrono::DateTime<Utc>>> {
-    let listed = repo.backend().list("sessions/").await?;
+    let listed = repo.storage().list("sessions/").await?;
     let now = Utc::now();
-    let stale = chrono::Duration::from_std(SESSION_STALE).unwrap();
+    let stale = chrono::Duration::from_std(SESSION_STALE).unwrap_or(chrono::Duration::MAX);
     let mut out: BTreeMap<Id, chrono::DateTime<Utc>> = BTreeMap::new();
     for o in listed {
         let mut parts = o.path.split('/');
@@ -723,12 +763,26 @@ pub(crate) async fn live_session_starts(
     let mut out = Vec::new();
     for sid in live.keys() {
         let prefix = format!("sessions/{}/", sid.to_hex());
-        let listed = repo.backend().list(&prefix).await?;
+        let listed = repo.storage().list(&prefix).await?;
         let Some(o) = listed.first() else { continue };
-        let Ok(raw) = repo.backend().read(&o.path).await else {
-            continue;
+        // A marker that cannot be read counts as the oldest session: deletions wait.
+        let raw = match read_bounded(
+            &**repo.storage(),
+            &o.path,
+            Some(o.size),
+            ObjectKind::Session.max_stored(),
+        )
+        .await
+        {
+            Ok(raw) => raw,
+            // The session ended (or moved to its next marker) since the listing.
+            Err(Error::MissingObject { .. }) => continue,
+            Err(_) => {
+                out.push(chrono::DateTime::<Utc>::MIN_UTC);
+                continue;
+            }
         };
-        match open_object(repo.keys(), b"session", &raw) {
+        match open_object(repo.keys(), ObjectKind::Session, &raw) {
             Ok(plain) => {
                 if let Ok(info) = serde_json::from_slice::<SessionInfo>(&plain) {
                     out.push(info.started);
@@ -738,4 +792,38 @@ pub(crate) async fn live_session_starts(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::limits::proptest_config())]
+
+        #[test]
+        fn plans_and_markers_round_trip(
+            packs in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+            t in 0i64..4_000_000_000,
+            pid in any::<u32>(),
+            host in ".{0,20}",
+        ) {
+            let created = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+            let plan = DeletionPlan { created, packs: packs.into_iter().map(Id).collect() };
+            let back: DeletionPlan = serde_json::from_slice(&to_json(&plan)).unwrap();
+            prop_assert_eq!(back.created, plan.created);
+            prop_assert_eq!(back.packs, plan.packs);
+            let info = SessionInfo { started: created, hostname: host, pid, purpose: "backup".into() };
+            let back: SessionInfo = serde_json::from_slice(&to_json(&info)).unwrap();
+            prop_assert_eq!(back.hostname, info.hostname);
+            prop_assert_eq!(back.pid, info.pid);
+        }
+
+        #[test]
+        fn plan_and_marker_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = serde_json::from_slice::<DeletionPlan>(&bytes);
+            let _ = serde_json::from_slice::<SessionInfo>(&bytes);
+        }
+    }
 }

@@ -21,10 +21,11 @@ async fn index_memory_is_bounded_and_lookups_answer() {
     drop(repo);
 
     // A client with an empty cache: everything is merged from the index files.
-    unsafe { std::env::set_var("COFFER_CACHE_DIR", dir.path().join("fresh-cache")) };
+    let fresh = coffer_repo::OpenOptions::new(dir.path().join("fresh-cache"), "h", "u");
     let before = rss_anon();
-    let loc = coffer_repo::Location::parse(dir.path().join("repo").to_str().unwrap()).unwrap();
-    let repo = Repository::open(&loc, &secret()).await.unwrap();
+    let repo = Repository::open(local(&dir.path().join("repo")), &secret(), &fresh)
+        .await
+        .unwrap();
     let grown = rss_anon().saturating_sub(before);
     eprintln!(
         "opening with 2,000,000 index entries grew anonymous memory by {} MiB",

@@ -1,6 +1,10 @@
+//! Maintenance: forget and prune reclaim space and keep what snapshots need (also while
+//! backups run), check names damaged packs and the snapshots they affect, copy.
+
 mod common;
 
 use bytes::Bytes;
+use coffer_repo::progress::NoProgress;
 use coffer_repo::{BlobKind, CheckOptions, Id, NewSnapshot, PruneOptions, Repository, Snapshot};
 use common::*;
 
@@ -39,7 +43,7 @@ async fn verify(repo: &Repository, snap: &Snapshot, seeds: &[u64]) -> coffer_rep
 }
 
 async fn pack_bytes(repo: &Repository) -> u64 {
-    repo.backend()
+    repo.storage()
         .list("packs/")
         .await
         .unwrap()
@@ -61,7 +65,10 @@ async fn forget_and_prune_reclaim_space_and_keep_the_rest() {
     let before = pack_bytes(&repo).await;
 
     repo.forget_snapshots(&[&a, &c]).await.unwrap();
-    let report = repo.prune(PruneOptions::default()).await.unwrap();
+    let report = repo
+        .prune(PruneOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(report.live_sessions, 0);
     assert!(
         report.packs_deleted + report.packs_repacked > 0,
@@ -80,15 +87,18 @@ async fn forget_and_prune_reclaim_space_and_keep_the_rest() {
                 read_data: Some(1.0),
                 ..Default::default()
             },
-            &coffer_repo::progress::NoProgress
+            &NoProgress
         )
         .await
         .unwrap()
         .ok()
     );
-    assert!(repo.backend().list("deletions/").await.unwrap().is_empty());
+    assert!(repo.storage().list("deletions/").await.unwrap().is_empty());
     // A second prune finds nothing to do.
-    let again = repo.prune(PruneOptions::default()).await.unwrap();
+    let again = repo
+        .prune(PruneOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(again.packs_deleted, 0);
 }
 
@@ -111,7 +121,10 @@ async fn prune_defers_while_a_backup_runs_and_the_backup_survives() {
     }
     // ...then the old snapshot is forgotten and pruned while the backup runs.
     repo.forget_snapshots(&[&old]).await.unwrap();
-    let report = repo.prune(PruneOptions::default()).await.unwrap();
+    let report = repo
+        .prune(PruneOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(report.live_sessions, 1);
     assert_eq!(
         report.packs_deleted, 0,
@@ -128,7 +141,10 @@ async fn prune_defers_while_a_backup_runs_and_the_backup_survives() {
         .await
         .unwrap();
     // The next prune deletes the old packs; the new snapshot still restores.
-    let report = repo.prune(PruneOptions::default()).await.unwrap();
+    let report = repo
+        .prune(PruneOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert!(report.packs_deleted > 0, "{report:?}");
     let repo = reopen(&repo).await;
     verify(&repo, &snap, &seeds).await.unwrap();
@@ -138,7 +154,7 @@ async fn prune_defers_while_a_backup_runs_and_the_backup_survives() {
                 read_data: Some(1.0),
                 ..Default::default()
             },
-            &coffer_repo::progress::NoProgress
+            &NoProgress
         )
         .await
         .unwrap()
@@ -161,7 +177,7 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
                 read_data: Some(1.0),
                 ..Default::default()
             },
-            &coffer_repo::progress::NoProgress
+            &NoProgress
         )
         .await
         .unwrap()
@@ -179,7 +195,7 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     std::fs::write(&path, &bytes).unwrap();
 
     let structural = repo
-        .check(CheckOptions::default(), &coffer_repo::progress::NoProgress)
+        .check(CheckOptions::default(), &NoProgress)
         .await
         .unwrap();
     assert!(
@@ -192,7 +208,7 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
                 read_data: Some(1.0),
                 ..Default::default()
             },
-            &coffer_repo::progress::NoProgress,
+            &NoProgress,
         )
         .await
         .unwrap();
@@ -219,7 +235,7 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     // pack: now b is affected too.
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let report = repo
-        .check(CheckOptions::default(), &coffer_repo::progress::NoProgress)
+        .check(CheckOptions::default(), &NoProgress)
         .await
         .unwrap();
     assert_eq!(report.damaged_packs, vec![loc.pack]);
@@ -230,7 +246,7 @@ async fn damaged_pack_is_named_with_affected_snapshots() {
     assert_eq!(affected, both);
     std::fs::remove_file(&path).unwrap();
     let report = repo
-        .check(CheckOptions::default(), &coffer_repo::progress::NoProgress)
+        .check(CheckOptions::default(), &NoProgress)
         .await
         .unwrap();
     assert!(
@@ -250,17 +266,23 @@ async fn copy_to_another_repository() {
     let repo = new_repo(dir.path()).await;
     let seeds: Vec<u64> = (0..8).collect();
     let a = backup(&repo, &seeds).await;
-    let loc = coffer_repo::Location::parse(dir.path().join("copy").to_str().unwrap()).unwrap();
+    let c = client(dir.path());
     let other = coffer_repo::Secret::Password("other".into());
     let target = repo
-        .init_copy_target(&loc, &other, test_opts())
+        .init_copy_target(local(&dir.path().join("copy")), &other, test_opts(), &c)
         .await
         .unwrap();
-    let report = repo.copy_to(&target, &[]).await.unwrap();
+    let progress = coffer_repo::progress::Counters::new();
+    let report = repo.copy_to(&target, &[], &*progress).await.unwrap();
     assert_eq!(report.copied, vec![a.id]);
-    let again = repo.copy_to(&target, &[]).await.unwrap();
+    // Progress: one stage per snapshot, every missing chunk counted.
+    assert_eq!(progress.position().0, report.chunks_copied);
+    assert!(report.chunks_copied > 0);
+    let again = repo.copy_to(&target, &[], &NoProgress).await.unwrap();
     assert_eq!(again.skipped, vec![a.id]);
-    let target = Repository::open(&loc, &other).await.unwrap();
+    let target = Repository::open(local(&dir.path().join("copy")), &other, &c)
+        .await
+        .unwrap();
     let snaps = target.list_snapshots().await.unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].original, Some(a.id));
@@ -272,17 +294,29 @@ async fn copy_to_another_repository() {
                     read_data: Some(1.0),
                     ..Default::default()
                 },
-                &coffer_repo::progress::NoProgress
+                &NoProgress
             )
             .await
             .unwrap()
             .ok()
     );
     // A repository not made as a copy target is refused.
-    let loc2 =
-        coffer_repo::Location::parse(dir.path().join("unrelated").to_str().unwrap()).unwrap();
-    let unrelated = Repository::init(&loc2, &other, test_opts()).await.unwrap();
-    assert!(repo.copy_to(&unrelated, &[]).await.is_err());
+    let unrelated = Repository::init(
+        local(&dir.path().join("unrelated")),
+        &other,
+        test_opts(),
+        &c,
+    )
+    .await
+    .unwrap();
+    let err = repo
+        .copy_to(&unrelated, &[], &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, coffer_repo::Error::NotACopyTarget(_)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -300,11 +334,17 @@ async fn concurrent_writers_and_prune() {
     let (a, b, p) = tokio::join!(
         async move { backup(&r1, &s1).await },
         async move { backup(&r2, &s2).await },
-        async move { r3.prune(PruneOptions::default()).await.unwrap() },
+        async move {
+            r3.prune(PruneOptions::default(), &NoProgress)
+                .await
+                .unwrap()
+        },
     );
     let _ = p;
     // A later prune with nothing running cleans up, and everything restores.
-    repo.prune(PruneOptions::default()).await.unwrap();
+    repo.prune(PruneOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     let repo = reopen(&repo).await;
     verify(&repo, &a, &(0..15).collect::<Vec<_>>())
         .await
@@ -318,7 +358,7 @@ async fn concurrent_writers_and_prune() {
                 read_data: Some(1.0),
                 ..Default::default()
             },
-            &coffer_repo::progress::NoProgress,
+            &NoProgress,
         )
         .await
         .unwrap();

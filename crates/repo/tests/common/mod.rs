@@ -1,5 +1,11 @@
 #![allow(dead_code)]
-use coffer_repo::{InitOptions, KdfParams, Location, Repository, Secret};
+use std::path::Path;
+use std::sync::Arc;
+
+use coffer_repo::{
+    InitOptions, KdfParams, Location, OpenOptions, OpendalStorage, Repository, Secret, Storage,
+    StorageOptions,
+};
 
 /// Cheap Argon2 so tests stay fast; the format is the same.
 pub fn test_opts() -> InitOptions {
@@ -18,17 +24,34 @@ pub fn secret() -> Secret {
     Secret::Password("correct horse".into())
 }
 
-pub async fn new_repo(dir: &std::path::Path) -> Repository {
-    // SAFETY: tests set the cache dir once per process before any thread reads it.
-    unsafe { std::env::set_var("COFFER_CACHE_DIR", dir.join("cache")) };
-    let loc = Location::parse(dir.join("repo").to_str().unwrap()).unwrap();
-    Repository::init(&loc, &secret(), test_opts())
-        .await
-        .unwrap()
+/// Options with the cache under `dir`.
+pub fn client(dir: &Path) -> OpenOptions {
+    OpenOptions::new(dir.join("cache"), "test-host", "tester")
 }
 
+/// Local storage at `path`.
+pub fn local(path: &Path) -> Arc<dyn Storage> {
+    let loc = Location::parse(path.to_str().unwrap()).unwrap();
+    Arc::new(OpendalStorage::new(&loc, &StorageOptions::default()).unwrap())
+}
+
+/// A new repository at `dir/repo`, caching under `dir/cache`.
+pub async fn new_repo(dir: &Path) -> Repository {
+    Repository::init(
+        local(&dir.join("repo")),
+        &secret(),
+        test_opts(),
+        &client(dir),
+    )
+    .await
+    .unwrap()
+}
+
+/// The same repository opened again (same storage, same cache).
 pub async fn reopen(repo: &Repository) -> Repository {
-    Repository::open(repo.location(), &secret()).await.unwrap()
+    Repository::open(repo.storage().clone(), &secret(), repo.open_options())
+        .await
+        .unwrap()
 }
 
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
