@@ -25,11 +25,17 @@ const BINARIES: [&str; 4] = [
 /// The control-plane processes and what the rest of the cluster needs from them.
 pub struct ControlPlane {
     processes: Vec<Managed>,
+    /// An admin client of the API server.
     pub client: Client,
+    /// The admin kubeconfig file.
     pub kubeconfig: PathBuf,
+    /// The API server's port on 127.0.0.1.
     pub api_port: u16,
+    /// The cluster CA (signs serving and client certificates).
     pub ca: Ca,
+    /// The cluster CA certificate, PEM.
     pub ca_pem: String,
+    /// The kubelet's serving certificate, signed by the cluster CA.
     pub kubelet_serving: CertFiles,
     logs: PathBuf,
 }
@@ -59,6 +65,9 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &CertFiles) -> String {
 }
 
 impl ControlPlane {
+    /// Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler from
+    /// `assets` with their files under `root`, and waits (up to `timeout`) until the API
+    /// server is ready.
     pub async fn start(root: &Path, assets: &Path, timeout: Duration) -> Result<ControlPlane> {
         for b in BINARIES {
             let p = assets.join(b);
@@ -315,6 +324,7 @@ impl ControlPlane {
         }
     }
 
+    /// The process ids of the control-plane processes.
     pub fn pids(&self) -> Vec<i32> {
         self.processes.iter().map(|p| p.pid()).collect()
     }
@@ -326,6 +336,7 @@ impl ControlPlane {
         }
     }
 
+    /// Kills every process at once (SIGKILL), for drop and panic paths.
     pub fn kill_now(&mut self) {
         while let Some(mut p) = self.processes.pop() {
             p.kill_now();

@@ -26,11 +26,13 @@ use serde_json::json;
     namespaced,
     status = "GreetingStatus"
 )]
+/// A test kind whose controller writes a greeting into its status.
 pub struct GreetingSpec {
     name: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, schemars::JsonSchema)]
+/// What the controller wrote.
 pub struct GreetingStatus {
     message: String,
 }

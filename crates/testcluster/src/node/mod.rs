@@ -1,7 +1,7 @@
 //! The simulated node: a kubelet without containers. It registers Node `sim-node-0`,
 //! keeps its Lease and status fresh, runs the pods bound to it as host processes (see
-//! [`pod`]) and serves the kubelet API (exec, logs) for the API server to proxy (see
-//! [`server`]).
+//! `pod`) and serves the kubelet API (exec, logs) for the API server to proxy (see
+//! `server`).
 
 mod pod;
 mod server;
@@ -29,12 +29,19 @@ pub use pod::PodRuntime;
 
 /// What the node needs from the rest of the cluster.
 pub struct NodeConfig {
+    /// A client of the API server with the node's rights.
     pub client: Client,
+    /// The cluster's directory (pods' files live under it).
     pub root: PathBuf,
+    /// The API server's port, for in-cluster clients of the pods.
     pub api_port: u16,
+    /// The binary that containers with a Coffer image run.
     pub coffer_bin: Option<PathBuf>,
+    /// The cluster CA certificate, PEM (mounted into pods with their tokens).
     pub ca_pem: String,
+    /// The kubelet's serving certificate.
     pub kubelet_cert: CertFiles,
+    /// The simulated storage that provides the pods' PVs.
     pub volumes: Arc<Storage>,
 }
 
@@ -50,6 +57,7 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node that runs nothing yet.
     pub fn new(cfg: NodeConfig) -> Arc<Node> {
         let rootfs = cfg.root.join("node/rootfs");
         Arc::new(Node {

@@ -169,9 +169,13 @@ pub fn format_quantity(bytes: u64) -> String {
 /// What is recorded beside each snapshot's data.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotMeta {
+    /// The snapshot handle (the VolumeSnapshotContent's snapshotHandle).
     pub handle: String,
+    /// The PV the snapshot was taken of.
     pub source_volume: String,
+    /// Whether the volume is a Block volume (an image) rather than a directory.
     pub block: bool,
+    /// The volume's size in bytes.
     pub size: u64,
     /// Unix nanoseconds.
     pub created: i64,
@@ -248,6 +252,7 @@ impl Storage {
         self.root.join("snapshots").join(handle)
     }
 
+    /// What was recorded beside snapshot `handle`'s data.
     pub fn snapshot_meta(&self, handle: &str) -> Result<SnapshotMeta> {
         let p = self.snapshot_dir(handle).join("meta.json");
         let text =

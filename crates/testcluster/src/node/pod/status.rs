@@ -85,8 +85,11 @@ pub(crate) type RunningInstance = (i32, Vec<(String, String)>, String);
 
 /// A pod as the node runs it.
 pub struct PodRuntime {
+    /// The pod's uid.
     pub uid: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
     pub(super) dir: PathBuf,
     pub(super) ctrs: Mutex<Vec<Ctr>>,
@@ -99,6 +102,7 @@ pub struct PodRuntime {
 }
 
 impl PodRuntime {
+    /// The runtime of a pod that has not started, its containers waiting.
     pub fn new(node: &Node, pod: &Pod) -> Arc<PodRuntime> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
