@@ -53,6 +53,8 @@ enum Command {
     Key(repo_cmd::KeyCommand),
     /// Repository statistics.
     Stats(repo_cmd::StatsArgs),
+    /// Print Coffer's CustomResourceDefinitions as YAML (what deploy/crds/ holds).
+    Crds,
     /// Developer tools: a local test cluster.
     #[cfg(feature = "dev-cluster")]
     #[command(subcommand)]
@@ -66,6 +68,12 @@ fn main() -> std::process::ExitCode {
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    // A closed pipe (`coffer crds | head`) ends the process quietly, as it does for other
+    // command-line tools, instead of a panic on the next print.
+    // SAFETY: restoring the default disposition of a signal before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // Logs only when COFFER_LOG asks for them (e.g. COFFER_LOG=info): errors and results
     // are printed by the commands themselves, one line each; and colours only on a
@@ -97,6 +105,12 @@ fn main() -> std::process::ExitCode {
             Command::Copy(a) => repo_cmd::copy(&repo, a).await,
             Command::Key(c) => repo_cmd::key(&repo, c).await,
             Command::Stats(a) => repo_cmd::stats(&repo, a).await,
+            Command::Crds => {
+                for crd in coffer_api::crds() {
+                    print!("---\n{}", coffer_api::crd_yaml(&crd));
+                }
+                Ok(())
+            }
             #[cfg(feature = "dev-cluster")]
             Command::Dev(cmd) => dev::run(cmd).await,
         }
