@@ -300,16 +300,14 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
             let progress = b.progress.clone();
             let len = ((size - i as u64 * block_size as u64).min(block_size as u64)) as usize;
             async move {
-                let read = match plan {
-                    Plan::Reuse(None) => false,
-                    Plan::Reuse(Some(id)) => !writer.reuse(&id),
-                    Plan::Read => true,
+                // The parent's block, when it is a zero block or its chunk is still there.
+                let reused = match plan {
+                    Plan::Reuse(None) => Some(None),
+                    Plan::Reuse(Some(id)) if writer.reuse(&id) => Some(Some(id)),
+                    Plan::Reuse(Some(_)) | Plan::Read => None,
                 };
-                if !read {
+                if let Some(id) = reused {
                     progress.advance(len as u64);
-                    let Plan::Reuse(id) = plan else {
-                        unreachable!()
-                    };
                     return Ok::<_, Error>((id, 0));
                 }
                 let offset = i as u64 * block_size as u64;
