@@ -85,15 +85,25 @@ fn make_source(src: &Path) {
     let node = |name: &str, mode: u32, dev: u64| {
         let c = std::ffi::CString::new(src.join(name).to_str().unwrap()).unwrap();
         // SAFETY: mknod with a NUL-terminated path.
-        assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev as libc::dev_t) }, 0);
+        assert_eq!(
+            unsafe { libc::mknod(c.as_ptr(), mode, dev as libc::dev_t) },
+            0
+        );
     };
     node("null", libc::S_IFCHR | 0o620, libc::makedev(1, 3));
     node("fifo", libc::S_IFIFO | 0o640, 0);
     std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
     xattr::set(src.join("fifo"), "trusted.node", b"n").unwrap();
-    for (p, mode) in [("dir/deep/er", 0o555), ("dir/deep", 0o700), ("dir/a.txt", 0o4755)] {
-        std::fs::set_permissions(src.join(p), std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .unwrap();
+    for (p, mode) in [
+        ("dir/deep/er", 0o555),
+        ("dir/deep", 0o700),
+        ("dir/a.txt", 0o4755),
+    ] {
+        std::fs::set_permissions(
+            src.join(p),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
     }
     // Times last, deepest first, as a restore sets them.
     let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(src)
@@ -109,7 +119,12 @@ fn make_source(src: &Path) {
         };
         // SAFETY: NUL-terminated path, two timespecs.
         let rc = unsafe {
-            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                [t, t].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
         };
         assert_eq!(rc, 0);
     }
