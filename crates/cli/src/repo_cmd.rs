@@ -373,7 +373,8 @@ pub async fn check(opts: &RepoOpts, a: CheckArgs) -> Result<()> {
         .check(
             CheckOptions {
                 read_data,
-                metadata: Vec::new(),
+                // Block maps and file trees, checked as a restore would read them.
+                metadata: coffer_volume::metadata_checks(),
             },
             &*bar,
         )

@@ -162,16 +162,17 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
         }
     })
     .await
+    .map(drop)
 }
 
 /// Runs a volume operation with a progress bar (on a terminal) and prints its result:
-/// JSON with `--json`, else one human line.
+/// JSON with `--json`, else one human line. Returns the result for further checks.
 async fn with_progress<T, F, Fut>(
     label: &str,
     json: bool,
     human: impl FnOnce(&T) -> String,
     run: F,
-) -> Result<()>
+) -> Result<T>
 where
     T: serde::Serialize,
     F: FnOnce(SharedProgress) -> Fut,
@@ -182,10 +183,36 @@ where
     bar.finish();
     let summary = result?;
     if json {
-        return common::print_json(&summary);
+        common::print_json(&summary)?;
+    } else {
+        println!("{}", human(&summary));
     }
-    println!("{}", human(&summary));
-    Ok(())
+    Ok(summary)
+}
+
+/// Fails (after the summary was printed) when a restore refused entries, naming them; the
+/// reasons were reported as warnings while it ran and are in `refused` of `--json`.
+fn refused_entries(s: &coffer_volume::RestoreSummary) -> Result<()> {
+    const NAMED: usize = 10;
+    if s.refused.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = s
+        .refused
+        .iter()
+        .take(NAMED)
+        .map(|r| format!("{:?}", r.path))
+        .collect();
+    if s.refused.len() > NAMED {
+        names.push(format!("and {} more", s.refused.len() - NAMED));
+    }
+    bail!(
+        "restore of snapshot {} refused {} entr{} (damaged or unsafe metadata, or a directory in the way in the target): {}; everything else was restored. The warnings above give each reason; `coffer check` reports damaged snapshots",
+        &s.snapshot_id[..8],
+        s.refused.len(),
+        if s.refused.len() == 1 { "y" } else { "ies" },
+        names.join(", ")
+    )
 }
 
 async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
@@ -212,7 +239,7 @@ async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
             s.duration_s
         )
     };
-    with_progress("restore", a.json, human, |progress| async {
+    let summary = with_progress("restore", a.json, human, |progress| async {
         if snap.kind == SnapshotKind::Block {
             block::restore(
                 &repo,
@@ -237,7 +264,8 @@ async fn restore(opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
             .await
         }
     })
-    .await
+    .await?;
+    refused_entries(&summary)
 }
 
 pub async fn diff(opts: &RepoOpts, a: DiffArgs) -> Result<()> {
@@ -270,10 +298,10 @@ pub async fn diff(opts: &RepoOpts, a: DiffArgs) -> Result<()> {
             }
             for c in &changes {
                 let mark = match c.change {
-                    "added" => "+",
-                    "removed" => "-",
-                    "modified" => "M",
-                    _ => "U",
+                    fs::ChangeKind::Added => "+",
+                    fs::ChangeKind::Removed => "-",
+                    fs::ChangeKind::Modified => "M",
+                    fs::ChangeKind::Metadata => "U",
                 };
                 println!("{mark} {}", c.path);
             }

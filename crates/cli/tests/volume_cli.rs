@@ -796,3 +796,138 @@ fn full_disk_is_reported_and_loses_nothing() {
         std::fs::read(&small).unwrap()
     );
 }
+
+/// A tree crafted by someone holding a key (a compromised cluster sharing the repository)
+/// and committed through the repository's writer: `volume restore` refuses the entries
+/// that would reach outside the target, names them and exits non-zero, restores the
+/// rest and changes nothing outside; `check` reports the snapshot damaged.
+#[test]
+fn crafted_tree_is_refused_and_reported() {
+    use coffer_repo::{BlobKind, Location, NewSnapshot, Repository, Secret, SnapshotKind};
+    use coffer_volume::fs::{Entry, FileChunk, Kind};
+
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), b"precious\n").unwrap();
+    let entry = |path: &[u8], kind: Kind| Entry {
+        path: path.to_vec(),
+        kind,
+        mode: if kind == Kind::Dir { 0o40755 } else { 0o100644 },
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        atime_ns: 0,
+        ctime_ns: 0,
+        ino: 0,
+        size: 0,
+        rdev: 0,
+        target: Vec::new(),
+        xattrs: Vec::new(),
+        chunks: Vec::new(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let snap_id = rt.block_on(async {
+        // SAFETY: set before the repository (the only reader) is opened, once.
+        unsafe { std::env::set_var("COFFER_CACHE_DIR", env.path("cache")) };
+        let loc = Location::parse(env.path("repo").to_str().unwrap()).unwrap();
+        let repo = Repository::open(&loc, &Secret::Password("pw".into()))
+            .await
+            .unwrap();
+        let w = repo.writer().await.unwrap();
+        let data = b"overwritten\n";
+        let id = w
+            .add(BlobKind::Data, data.to_vec().into())
+            .await
+            .unwrap()
+            .id;
+        let file = |path: &[u8]| Entry {
+            size: data.len() as u64,
+            chunks: vec![FileChunk {
+                offset: 0,
+                len: data.len() as u32,
+                id: id.0,
+            }],
+            ..entry(path, Kind::File)
+        };
+        let tree = vec![
+            entry(b"", Kind::Dir),
+            file(b"../outside/victim.txt"),
+            Entry {
+                target: outside.as_os_str().as_encoded_bytes().to_vec(),
+                ..entry(b"esc", Kind::Symlink)
+            },
+            file(b"esc/planted.txt"),
+            entry(b"good", Kind::Dir),
+            file(b"good/f.txt"),
+        ];
+        let root = w
+            .add_stream(BlobKind::Meta, &coffer_volume::fs::encode_tree(&tree))
+            .await
+            .unwrap();
+        let snap = w
+            .commit(NewSnapshot {
+                kind: SnapshotKind::Fs,
+                source: "/crafted".into(),
+                tags: Default::default(),
+                parent: None,
+                root,
+                summary: serde_json::json!({}),
+                time: None,
+            })
+            .await
+            .unwrap();
+        snap.id.to_hex()
+    });
+
+    let target = env.path("restored");
+    let out = env.coffer(&[
+        "volume",
+        "restore",
+        &snap_id,
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("refused 2 entries")
+            && last.contains("\"../outside/victim.txt\"")
+            && last.contains("\"esc/planted.txt\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: esc/planted.txt: its parent is not a directory"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["refused"].as_array().unwrap().len(), 2, "{summary}");
+    assert_eq!(summary["refused"][0]["path"], "../outside/victim.txt");
+    assert_eq!(summary["files"], 1);
+    assert_eq!(
+        std::fs::read(target.join("good/f.txt")).unwrap(),
+        b"overwritten\n"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("victim.txt")).unwrap(),
+        b"precious\n"
+    );
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+
+    let check = env.coffer(&["check", "--json"]);
+    assert!(!check.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains("../outside/victim.txt") && errors.contains("esc/planted.txt"),
+        "{report}"
+    );
+    assert_eq!(
+        report["affected_snapshots"][0],
+        snap_id.as_str(),
+        "{report}"
+    );
+}

@@ -2,7 +2,10 @@
 //!
 //! The block map (the snapshot's metadata stream) is
 //! `"CBMP0001" | volume size (u64) | block size (u32) | block count (u64)` followed by one
-//! record per block: `0x00` (all zeros, not stored) or `0x01 | chunk id (32)`.
+//! record per block: `0x00` (all zeros, not stored) or `0x01 | chunk id (32)`
+//! (docs/format.md). It is untrusted input: [`BlockMap::decode`] checks the header
+//! against the bytes that follow before reserving anything, and refuses block sizes
+//! outside [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`].
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -15,9 +18,18 @@ use coffer_repo::{BlobKind, ChunkId, Id, Repository, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::{BackupSummary, Error, RestoreSummary, Result, SharedProgress, Unit, io_err, is_zero};
+use crate::{
+    BackupSummary, Error, RestoreSummary, Result, SharedProgress, Unit, io_err, is_zero, joined,
+};
 
 const MAGIC: &[u8; 8] = b"CBMP0001";
+/// Bytes of the block map's header.
+const HEADER_LEN: usize = 28;
+/// The smallest block size a block map may have (and a repository may be made with).
+pub const MIN_BLOCK_SIZE: u32 = 4096;
+/// The largest block size a block map may have: a block is read, written and held in
+/// memory whole.
+pub const MAX_BLOCK_SIZE: u32 = 64 << 20;
 /// Blocks processed at once (read, hashed, compressed, sealed).
 const IN_FLIGHT: usize = 6;
 /// Pack spans read and decoded at once during a restore (each at most 4 MiB).
@@ -28,15 +40,18 @@ const WRITES_IN_FLIGHT: usize = 2;
 /// The decoded block map.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockMap {
+    /// The volume's size in bytes.
     pub volume_size: u64,
+    /// The size of every block but the last (a power of two).
     pub block_size: u32,
-    /// None: an all-zero block.
+    /// Per block, its chunk; None: an all-zero block.
     pub blocks: Vec<Option<ChunkId>>,
 }
 
 impl BlockMap {
+    /// Encodes the map as the snapshot's metadata stream.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(28 + self.blocks.len() * 33);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.blocks.len() * 33);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.volume_size.to_le_bytes());
         out.extend_from_slice(&self.block_size.to_le_bytes());
@@ -53,34 +68,72 @@ impl BlockMap {
         out
     }
 
+    /// Decodes and checks a block map: the header's sizes must agree with each other
+    /// and with the records that follow, which must fill the rest exactly. Allocates no
+    /// more than the records really present need, whatever the header claims.
     pub fn decode(b: &[u8]) -> Result<BlockMap> {
-        let bad = |m: &str| Error::BadMetadata(format!("block map: {m}"));
-        if b.len() < 28 || &b[..8] != MAGIC {
-            return Err(bad("bad header"));
+        let bad = |m: String| Error::BadMetadata(format!("block map: {m}"));
+        let (header, records) = match b.split_at_checked(HEADER_LEN) {
+            Some((h, r)) if h.starts_with(MAGIC) => (h, r),
+            _ => {
+                return Err(bad(format!(
+                    "no header (a block map starts with the {HEADER_LEN}-byte \"CBMP0001\" header)"
+                )));
+            }
+        };
+        let field = |at: usize, len: usize| -> u64 {
+            let mut le = [0u8; 8];
+            le[..len].copy_from_slice(&header[at..at + len]);
+            u64::from_le_bytes(le)
+        };
+        let (volume_size, block_size, n) = (field(8, 8), field(16, 4) as u32, field(20, 8));
+        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
+            return Err(bad(format!(
+                "block size {block_size} is not a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}"
+            )));
         }
-        let volume_size = u64::from_le_bytes(b[8..16].try_into().unwrap());
-        let block_size = u32::from_le_bytes(b[16..20].try_into().unwrap());
-        let n = u64::from_le_bytes(b[20..28].try_into().unwrap()) as usize;
-        if block_size == 0 || n as u64 != volume_size.div_ceil(block_size as u64) {
-            return Err(bad("block count does not match the volume size"));
+        if n != volume_size.div_ceil(block_size as u64) {
+            return Err(bad(format!(
+                "{n} blocks do not make a volume of {volume_size} bytes in blocks of {block_size}"
+            )));
         }
-        let mut blocks = Vec::with_capacity(n);
-        let mut pos = 28;
-        for _ in 0..n {
-            match b.get(pos) {
-                Some(0) => {
+        // Every record takes at least one byte: a count beyond the bytes present is a lie,
+        // found before anything is reserved for it.
+        if n > records.len() as u64 {
+            return Err(bad(format!(
+                "the header claims {n} blocks, only {} bytes of records follow",
+                records.len()
+            )));
+        }
+        let mut blocks = Vec::with_capacity(n as usize);
+        let mut rest = records;
+        for i in 0..n {
+            match rest {
+                [0, tail @ ..] => {
                     blocks.push(None);
-                    pos += 1;
+                    rest = tail;
                 }
-                Some(1) if pos + 33 <= b.len() => {
-                    blocks.push(Some(Id(b[pos + 1..pos + 33].try_into().unwrap())));
-                    pos += 33;
+                [1, tail @ ..] if tail.len() >= 32 => {
+                    let (id, tail) = tail.split_at(32);
+                    let mut raw = [0u8; 32];
+                    raw.copy_from_slice(id);
+                    blocks.push(Some(Id(raw)));
+                    rest = tail;
                 }
-                _ => return Err(bad("truncated or unknown record")),
+                [1, ..] | [] => return Err(bad(format!("record of block {i} is truncated"))),
+                [other, ..] => {
+                    return Err(bad(format!(
+                        "record of block {i} has unknown type {other:#04x} (0x00 zero, 0x01 stored)"
+                    )));
+                }
             }
         }
-        if pos != b.len() {
-            return Err(bad("trailing bytes"));
+        if !rest.is_empty() {
+            return Err(bad(format!(
+                "{} bytes follow the last block's record",
+                rest.len()
+            )));
         }
         Ok(BlockMap {
             volume_size,
@@ -89,11 +142,13 @@ impl BlockMap {
         })
     }
 
-    fn block_len(&self, i: usize) -> usize {
+    /// The length of block `i` (the last one may be short).
+    pub fn block_len(&self, i: usize) -> usize {
         let start = i as u64 * self.block_size as u64;
         (self.volume_size - start).min(self.block_size as u64) as usize
     }
 
+    /// Reads and decodes the block map of a block snapshot.
     pub async fn load(repo: &Repository, snap: &Snapshot) -> Result<BlockMap> {
         if snap.kind != coffer_repo::SnapshotKind::Block {
             return Err(Error::Invalid(format!(
@@ -139,13 +194,19 @@ pub fn volume_size(path: &Path, file: &File) -> Result<u64> {
     Ok(meta.len())
 }
 
+/// What and how to back up.
 pub struct BlockBackup<'a> {
+    /// The block device or image file.
     pub source: &'a Path,
+    /// Tags recorded in the snapshot.
     pub tags: BTreeMap<String, String>,
+    /// The snapshot unchanged blocks come from.
     pub parent: Option<Snapshot>,
+    /// Byte ranges changed since the parent: only blocks touching them are read.
     pub changed_ranges: Option<Vec<ByteRange>>,
     /// Read every block even when the parent shows the image file unchanged.
     pub force: bool,
+    /// Where progress is reported.
     pub progress: SharedProgress,
 }
 
@@ -154,11 +215,17 @@ enum Plan {
     Reuse(Option<ChunkId>),
 }
 
+/// Backs up the block device or image `b.source` as a new block snapshot.
 pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSummary> {
     let started = Instant::now();
     let file = File::open(b.source).map_err(|e| io_err(b.source, e))?;
     let size = volume_size(b.source, &file)?;
     let block_size = repo.config().block_size;
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        return Err(Error::Invalid(format!(
+            "the repository's block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}, which block maps allow; back up block volumes to a repository made with a block size in that range"
+        )));
+    }
     let n_blocks = size.div_ceil(block_size as u64) as usize;
     b.progress.stage("reading", Unit::Bytes, Some(size));
 
@@ -233,26 +300,23 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
             let progress = b.progress.clone();
             let len = ((size - i as u64 * block_size as u64).min(block_size as u64)) as usize;
             async move {
-                let read = match plan {
-                    Plan::Reuse(None) => false,
-                    Plan::Reuse(Some(id)) => !writer.reuse(&id),
-                    Plan::Read => true,
+                // The parent's block, when it is a zero block or its chunk is still there.
+                let reused = match plan {
+                    Plan::Reuse(None) => Some(None),
+                    Plan::Reuse(Some(id)) if writer.reuse(&id) => Some(Some(id)),
+                    Plan::Reuse(Some(_)) | Plan::Read => None,
                 };
-                if !read {
+                if let Some(id) = reused {
                     progress.advance(len as u64);
-                    let Plan::Reuse(id) = plan else {
-                        unreachable!()
-                    };
                     return Ok::<_, Error>((id, 0));
                 }
                 let offset = i as u64 * block_size as u64;
-                let data = tokio::task::spawn_blocking(move || {
+                let read = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len];
                     file.read_exact_at(&mut buf, offset).map(|_| buf)
                 })
-                .await
-                .expect("read task panicked")
-                .map_err(|e| io_err(&source, e))?;
+                .await;
+                let data = joined("reading a block", read)?.map_err(|e| io_err(&source, e))?;
                 progress.advance(len as u64);
                 if is_zero(&data) {
                     return Ok((None, len as u64));
@@ -290,13 +354,18 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
     crate::commit_backup(writer, summary, b.tags, b.parent.as_ref(), root, started).await
 }
 
+/// What and how to restore.
 pub struct BlockRestore<'a> {
+    /// The image file (created or replaced) or block device (at least as large as the
+    /// volume) to write.
     pub target: &'a Path,
     /// Write only the blocks that differ from the existing target.
     pub delta: bool,
+    /// Where progress is reported.
     pub progress: SharedProgress,
 }
 
+/// Restores block snapshot `snap` into `r.target`.
 pub async fn restore(
     repo: &Repository,
     snap: &Snapshot,
@@ -365,13 +434,13 @@ pub async fn restore(
                 );
                 let progress = r.progress.clone();
                 async move {
-                    let current = tokio::task::spawn_blocking(move || {
+                    let read = tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0u8; len];
                         file.read_exact_at(&mut buf, offset).map(|_| buf)
                     })
-                    .await
-                    .expect("read task panicked")
-                    .map_err(|e| io_err(&target, e))?;
+                    .await;
+                    let current =
+                        joined("reading a target block", read)?.map_err(|e| io_err(&target, e))?;
                     let same = match id {
                         None => is_zero(&current),
                         Some(id) => repo.chunk_id(&current) == id,
@@ -448,21 +517,17 @@ pub async fn restore(
             ))
         }));
         while writes_running.len() > WRITES_IN_FLIGHT {
-            let (n, count) = writes_running
-                .next()
-                .await
-                .expect("running")
-                .expect("write task panicked")
-                .map_err(|e| io_err(&target, e))?;
+            let Some(done) = writes_running.next().await else {
+                break;
+            };
+            let (n, count) = joined("writing blocks", done)?.map_err(|e| io_err(&target, e))?;
             bytes_written += n;
             blocks_changed += count;
             r.progress.advance(n);
         }
     }
     while let Some(done) = writes_running.next().await {
-        let (n, count) = done
-            .expect("write task panicked")
-            .map_err(|e| io_err(&target, e))?;
+        let (n, count) = joined("writing blocks", done)?.map_err(|e| io_err(&target, e))?;
         bytes_written += n;
         blocks_changed += count;
         r.progress.advance(n);
@@ -476,6 +541,7 @@ pub async fn restore(
         blocks_changed: Some(blocks_changed),
         files: None,
         duration_s: started.elapsed().as_secs_f64(),
+        refused: Vec::new(),
     })
 }
 
