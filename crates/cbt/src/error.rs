@@ -7,6 +7,12 @@ pub enum Error {
     /// A changed-ranges file or value is not what it should be.
     #[error("changed ranges: {0}")]
     BadRanges(String),
+    /// Two snapshots that cannot be compared.
+    #[error("cannot compare the snapshots: {0}")]
+    Incomparable(String),
+    /// Reading a snapshot's block map failed.
+    #[error(transparent)]
+    Volume(#[from] coffer_volume::Error),
     /// The SnapshotMetadata service could not be reached or refused the connection.
     #[error("cannot connect to the SnapshotMetadata service at {address}: {reason}")]
     Connect {

@@ -114,7 +114,9 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
         (Some(f), true) => {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("cannot read {}", f.display()))?;
-            Some(block::parse_changed_ranges(&text).with_context(|| f.display().to_string())?)
+            let ranges =
+                coffer_cbt::parse_changed_ranges(&text).with_context(|| f.display().to_string())?;
+            Some(ranges.into_iter().map(Into::into).collect())
         }
         (None, _) => None,
     };
@@ -281,7 +283,7 @@ pub async fn diff(opts: &RepoOpts, a: DiffArgs) -> Result<()> {
     }
     match x.kind.as_str() {
         "block" => {
-            let ranges = block::diff(&repo, &x, &y).await?;
+            let ranges = coffer_cbt::repository::diff(&repo, &x, &y).await?;
             if a.json {
                 return common::print_json(&ranges);
             }

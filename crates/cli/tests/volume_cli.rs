@@ -828,10 +828,13 @@ fn crafted_tree_is_refused_and_reported() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let snap_id = rt.block_on(async {
-        // SAFETY: set before the repository (the only reader) is opened, once.
-        unsafe { std::env::set_var("COFFER_CACHE_DIR", env.path("cache")) };
         let loc = Location::parse(env.path("repo").to_str().unwrap()).unwrap();
-        let repo = Repository::open(&loc, &Secret::Password("pw".into()))
+        let storage = std::sync::Arc::new(
+            coffer_repo::OpendalStorage::new(&loc, &coffer_repo::StorageOptions::default())
+                .unwrap(),
+        );
+        let client = coffer_repo::OpenOptions::new(env.path("cache"), "test-host", "tester");
+        let repo = Repository::open(storage, &Secret::Password("pw".into()), &client)
             .await
             .unwrap();
         let w = repo.writer().await.unwrap();

@@ -16,7 +16,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use coffer_repo::{BlobKind, ChunkId, Id, Repository, Snapshot};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     BackupSummary, Error, RestoreSummary, Result, SharedProgress, Unit, io_err, is_zero, joined,
@@ -161,22 +160,6 @@ impl BlockMap {
     }
 }
 
-/// A byte range reported as changed (CSI SnapshotMetadata, QEMU dirty bitmap).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ByteRange {
-    pub offset: u64,
-    pub length: u64,
-}
-
-/// Parses a changed-ranges JSON file: `[{"offset": N, "length": N}, ...]`.
-pub fn parse_changed_ranges(text: &str) -> Result<Vec<ByteRange>> {
-    serde_json::from_str(text).map_err(|e| {
-        Error::Invalid(format!(
-            "changed ranges: {e} (expected a JSON array of {{\"offset\": BYTES, \"length\": BYTES}})"
-        ))
-    })
-}
-
 /// Size of a regular file or block device.
 pub fn volume_size(path: &Path, file: &File) -> Result<u64> {
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
@@ -203,7 +186,7 @@ pub struct BlockBackup<'a> {
     /// The snapshot unchanged blocks come from.
     pub parent: Option<Snapshot>,
     /// Byte ranges changed since the parent: only blocks touching them are read.
-    pub changed_ranges: Option<Vec<ByteRange>>,
+    pub changed_ranges: Option<Vec<std::ops::Range<u64>>>,
     /// Read every block even when the parent shows the image file unchanged.
     pub force: bool,
     /// Where progress is reported.
@@ -265,17 +248,18 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
         }
         let mut touched = vec![false; n_blocks];
         for r in ranges {
-            if r.length == 0 {
+            if r.is_empty() {
                 continue;
             }
-            if r.offset.checked_add(r.length).is_none_or(|end| end > size) {
+            if r.end > size {
                 return Err(Error::Invalid(format!(
                     "changed range at offset {} with length {} reaches past the volume's end ({size} bytes)",
-                    r.offset, r.length
+                    r.start,
+                    r.end - r.start
                 )));
             }
-            let first = (r.offset / block_size as u64) as usize;
-            let last = ((r.offset + r.length - 1) / block_size as u64) as usize;
+            let first = (r.start / block_size as u64) as usize;
+            let last = ((r.end - 1) / block_size as u64) as usize;
             for t in &mut touched[first..=last] {
                 *t = true;
             }
@@ -575,39 +559,6 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
     rc == 0
 }
 
-/// Changed byte ranges between two block snapshots (block-granular, adjacent merged).
-pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<ByteRange>> {
-    let ma = BlockMap::load(repo, a).await?;
-    let mb = BlockMap::load(repo, b).await?;
-    if ma.block_size != mb.block_size {
-        return Err(Error::Invalid(
-            "the snapshots use different block sizes".into(),
-        ));
-    }
-    if ma.volume_size != mb.volume_size {
-        return Err(Error::Invalid(format!(
-            "the volumes differ in size ({} and {} bytes); diff compares snapshots of one volume",
-            ma.volume_size, mb.volume_size
-        )));
-    }
-    let mut out: Vec<ByteRange> = Vec::new();
-    for i in 0..ma.blocks.len() {
-        if ma.blocks[i] == mb.blocks[i] {
-            continue;
-        }
-        let offset = i as u64 * ma.block_size as u64;
-        let len = ma.block_len(i) as u64;
-        match out.last_mut() {
-            Some(last) if last.offset + last.length == offset => last.length += len,
-            _ => out.push(ByteRange {
-                offset,
-                length: len,
-            }),
-        }
-    }
-    Ok(out)
-}
-
 /// Where a block volume is read from, canonicalised for `source`.
 pub fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
@@ -626,7 +577,5 @@ mod tests {
         };
         assert_eq!(BlockMap::decode(&m.encode()).unwrap(), m);
         assert!(BlockMap::decode(&m.encode()[..40]).is_err());
-        assert!(parse_changed_ranges("[{\"offset\":1,\"length\":2}]").is_ok());
-        assert!(parse_changed_ranges("[{\"offset\":1}]").is_err());
     }
 }

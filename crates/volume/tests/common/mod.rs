@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use coffer_repo::check::CheckOptions;
 use coffer_repo::progress::{Counters, NoProgress};
 use coffer_repo::{
-    BlobKind, InitOptions, KdfParams, Location, NewSnapshot, Repository, Secret, Snapshot,
-    SnapshotKind,
+    BlobKind, InitOptions, KdfParams, Location, NewSnapshot, OpenOptions, OpendalStorage,
+    Repository, Secret, Snapshot, SnapshotKind, StorageOptions,
 };
 use coffer_volume::RestoreSummary;
 use coffer_volume::fs::{Entry, FileChunk, FsRestore, Kind};
@@ -30,9 +31,9 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY: each test sets the cache dir once, before any other thread reads it.
-        unsafe { std::env::set_var("COFFER_CACHE_DIR", dir.path().join("cache")) };
         let loc = Location::parse(dir.path().join("repo").to_str().unwrap()).unwrap();
+        let storage = Arc::new(OpendalStorage::new(&loc, &StorageOptions::default()).unwrap());
+        let client = OpenOptions::new(dir.path().join("cache"), "test-host", "tester");
         let opts = InitOptions {
             kdf: KdfParams {
                 m_cost_kib: 1024,
@@ -42,7 +43,7 @@ impl Fixture {
             pack_size: 4 * 1024 * 1024,
             ..InitOptions::default()
         };
-        let repo = Repository::init(&loc, &Secret::Password("pw".into()), opts)
+        let repo = Repository::init(storage, &Secret::Password("pw".into()), opts, &client)
             .await
             .unwrap();
         let outside = dir.path().join("outside");
