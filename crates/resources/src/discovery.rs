@@ -19,16 +19,22 @@ use crate::{Error, Result};
 pub struct ServedResource {
     /// "" for the core group.
     pub group: String,
+    /// The version ("v1").
     pub version: String,
+    /// The kind ("Deployment").
     pub kind: String,
     /// The plural name used in URLs ("deployments").
     pub resource: String,
     #[serde(default)]
+    /// The singular name ("deployment").
     pub singular: String,
     #[serde(default)]
+    /// Short names ("deploy").
     pub short_names: Vec<String>,
+    /// Whether objects live in namespaces.
     pub namespaced: bool,
     #[serde(default)]
+    /// The verbs the server allows (list, get, create, ...).
     pub verbs: Vec<String>,
     /// Whether `status` is a subresource (then the main resource ignores it on create).
     #[serde(default)]
@@ -36,6 +42,7 @@ pub struct ServedResource {
 }
 
 impl ServedResource {
+    /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         api_version(&self.group, &self.version)
     }
@@ -49,6 +56,7 @@ impl ServedResource {
         }
     }
 
+    /// kube-rs's description of the resource, for dynamic APIs.
     pub fn api_resource(&self) -> ApiResource {
         ApiResource {
             group: self.group.clone(),
@@ -59,6 +67,7 @@ impl ServedResource {
         }
     }
 
+    /// Whether the server allows `verb` on this resource.
     pub fn can(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb)
     }
@@ -91,6 +100,7 @@ impl ServedResource {
     }
 }
 
+/// `group/version`, or `version` for the core group.
 pub fn api_version(group: &str, version: &str) -> String {
     if group.is_empty() {
         version.to_string()

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Restore speed of Kubernetes objects: a namespace of N small objects (ConfigMaps, Secrets,
+# Services, Deployments with 0 replicas) on the local test cluster (`coffer dev cluster`: a
+# real kube-apiserver and etcd from KUBEBUILDER_ASSETS), backed up once and restored into a
+# fresh namespace by each coffer binary given, ROUNDS times each (alternating, the
+# namespace deleted between rounds); prints one TSV line per restore and a summary.
+#
+# Usage: bench/objects.sh [LABEL=COFFER_BINARY ...]   (default: this tree's release build)
+#   env OBJECTS (10000), ROUNDS (3), WORK (bench/work-objects), KUBEBUILDER_ASSETS
+# Example, before and after a change:
+#   bench/objects.sh before=/tmp/coffer-main after=target/release/coffer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+OBJECTS=${OBJECTS:-10000}
+ROUNDS=${ROUNDS:-3}
+work=${WORK:-$root/bench/work-objects}
+export KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$(/work/shared/k8s/assets 2>/dev/null || true)}
+[ -n "$KUBEBUILDER_ASSETS" ] || { echo "set KUBEBUILDER_ASSETS (the kube-apiserver and etcd binaries)" >&2; exit 1; }
+command -v kubectl >/dev/null || { echo "kubectl is needed (apt-get install kubernetes-client)" >&2; exit 1; }
+
+bins=("$@")
+if [ ${#bins[@]} -eq 0 ]; then
+  echo "==> building coffer (release)" >&2
+  cargo build -q --release -j2 -p coffer
+  bins=("coffer=$root/target/release/coffer")
+fi
+first_bin=${bins[0]#*=}
+
+rm -rf "$work" && mkdir -p "$work"
+export COFFER_REPO=$work/repo COFFER_PASSWORD=bench COFFER_CACHE_DIR=$work/cache
+"$first_bin" repo init --kdf-memory-kib 1024 >/dev/null
+
+echo "==> starting the test cluster" >&2
+"$first_bin" dev cluster --dir "$work/cluster" >"$work/cluster.log" 2>&1 &
+cluster_pid=$!
+trap 'kill $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null || true' EXIT
+for _ in $(seq 600); do
+  grep -q "cluster ready" "$work/cluster.log" && break
+  kill -0 $cluster_pid 2>/dev/null || { cat "$work/cluster.log" >&2; exit 1; }
+  sleep 0.2
+done
+grep -q "cluster ready" "$work/cluster.log" || { echo "the test cluster did not start" >&2; exit 1; }
+export KUBECONFIG=$work/cluster/kubeconfig
+kc=(kubectl --kubeconfig "$KUBECONFIG")
+
+echo "==> creating $OBJECTS objects in namespace objects" >&2
+"${kc[@]}" create namespace objects >/dev/null
+python3 - "$OBJECTS" "$work/gen" <<'EOF'
+import os, sys
+n, out = int(sys.argv[1]), sys.argv[2]
+os.makedirs(out, exist_ok=True)
+# 40% ConfigMaps, 30% Secrets, 20% Services, 10% Deployments (0 replicas: no pods).
+kinds = [("cm", 0.4), ("secret", 0.3), ("svc", 0.2), ("deploy", 0.1)]
+counts = [int(n * share) for _, share in kinds]
+counts[0] += n - sum(counts)
+files = [open(f"{out}/part-{i}.yaml", "w") for i in range(4)]
+k = 0
+for (kind, _), count in zip(kinds, counts):
+    for i in range(count):
+        f = files[k % 4]; k += 1
+        name = f"{kind}-{i:05d}"
+        if kind == "cm":
+            f.write(f"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{app: app-{i % 50}}}}}\ndata: {{index: \"{i}\", url: \"postgres://db-{i % 50}.objects.svc:5432/app\"}}\n")
+        elif kind == "secret":
+            f.write(f"---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: Opaque\nstringData: {{password: \"p{i}\"}}\n")
+        elif kind == "svc":
+            f.write(f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{selector: {{app: app-{i % 50}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n")
+        else:
+            f.write(f"---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: busybox:1.36, command: [sleep, \"3600\"], env: [{{name: CONFIG, valueFrom: {{configMapKeyRef: {{name: cm-{i:05d}, key: index}}}}}}]}}]}}\n")
+EOF
+pids=()
+for f in "$work"/gen/part-*.yaml; do
+  "${kc[@]}" create -n objects -f "$f" >/dev/null 2>"$f.err" & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { cat "$work"/gen/*.err >&2; exit 1; }; done
+
+echo "==> backing up namespace objects" >&2
+backup=$("$first_bin" resources backup --namespace objects --json)
+id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot_id"])' <<<"$backup")
+stored=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["objects"])' <<<"$backup")
+echo "    snapshot ${id:0:8}: $stored objects stored" >&2
+
+results=$work/results.tsv
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+  for pair in "${bins[@]}"; do
+    label=${pair%%=*} bin=${pair#*=}
+    ns=restored-$label-$round
+    start=$(date +%s.%N)
+    "$bin" resources restore "$id" --namespace-mapping "objects=$ns" --json >"$work/report.json" 2>"$work/restore.err" || {
+      echo "restore by $label failed: $(tail -c 2000 "$work/restore.err")" >&2; exit 1; }
+    end=$(date +%s.%N)
+    created=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["summary"].get("created", 0))' "$work/report.json")
+    secs=$(python3 -c "print(f'{$end - $start:.2f}')")
+    printf '%s\t%s\t%s\t%s\n' "$label" "$round" "$secs" "$created" | tee -a "$results"
+    # The next round starts from an equally empty cluster.
+    "${kc[@]}" delete namespace "$ns" --wait=true --timeout=600s >/dev/null
+  done
+done
+
+python3 - "$results" "$OBJECTS" "$stored" <<'EOF'
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for label, rnd, secs, created in rows:
+    by.setdefault(label, []).append((float(secs), int(created)))
+print(f"\n{sys.argv[2]} objects generated, {sys.argv[3]} stored (with the Namespace, ReplicaSets and the default ServiceAccount)")
+print("| coffer | restore s (median) | rounds | objects created | objects/s |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for label, v in by.items():
+    med = statistics.median(s for s, _ in v)
+    created = v[-1][1]
+    print(f"| {label} | {med:.2f} | {', '.join(f'{s:.2f}' for s, _ in v)} | {created} | {created / med:.0f} |")
+EOF
