@@ -241,9 +241,15 @@ impl Discovered {
 
     /// The served resource for (group, kind) in the preferred version, if any.
     pub fn by_kind(&self, group: &str, kind: &str) -> Option<&ServedResource> {
-        self.preferred_resources()
-            .into_iter()
-            .find(|r| r.group == group && r.kind == kind)
+        // What `preferred_resources` would list first for this kind, without sorting
+        // everything (planners call this once per reference).
+        let preferred = self.preferred.get(group);
+        self.resources
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.group == group && r.kind == kind)
+            .min_by_key(|(i, r)| (r.resource.as_str(), preferred != Some(&r.version), *i))
+            .map(|(_, r)| r)
     }
 
     /// The resource serving exactly this apiVersion and kind.
@@ -324,6 +330,29 @@ mod tests {
             verbs: vec!["list".into()],
             status_subresource: true,
         }
+    }
+
+    #[test]
+    fn by_kind_picks_the_preferred_version() {
+        let v1 = deploy();
+        let beta = ServedResource {
+            version: "v1beta1".into(),
+            ..deploy()
+        };
+        let mut disc = Discovered {
+            resources: vec![beta.clone(), v1.clone()],
+            preferred: BTreeMap::from([("apps".to_string(), "v1".to_string())]),
+        };
+        assert_eq!(disc.by_kind("apps", "Deployment"), Some(&v1));
+        assert_eq!(
+            disc.by_kind("apps", "Deployment"),
+            disc.preferred_resources()
+                .into_iter()
+                .find(|r| r.kind == "Deployment")
+        );
+        disc.preferred.clear();
+        assert_eq!(disc.by_kind("apps", "Deployment"), Some(&beta));
+        assert_eq!(disc.by_kind("batch", "Deployment"), None);
     }
 
     #[test]

@@ -180,9 +180,10 @@ fn native_match(m: NativeMatchSpec) -> Result<NativeMatch, String> {
                 ConditionTest::Equals(v)
             } else if let Some(e) = c.exists {
                 ConditionTest::Exists(e)
-            } else {
-                let re = c.matches.expect("one is given");
+            } else if let Some(re) = c.matches {
                 ConditionTest::Matches(anchored(&re, &format!("{at}: matches"))?)
+            } else {
+                return Err(format!("{at}: give exactly one of equals, exists, matches"));
             };
             Ok(Condition { pointer, test })
         })

@@ -16,11 +16,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(t) = target else {
-        unreachable!()
-    };
-    let mut path = Vec::new();
-    smp_map(t, p, &mut path)
+    match target {
+        Value::Object(t) => smp_map(t, p, &mut Vec::new()),
+        _ => Ok(()),
+    }
 }
 
 fn path_str(path: &[String], field: &str) -> String {
@@ -193,20 +192,22 @@ fn smp_list(
     let whole_replace = patch
         .iter()
         .any(|i| is_directive(i, "replace") && i.as_object().is_some_and(|m| m.len() == 1));
-    if whole_replace || key.is_none() {
-        let mut out = Vec::new();
-        for item in patch {
-            let marker =
-                is_directive(item, "replace") && item.as_object().is_some_and(|m| m.len() == 1);
-            if (whole_replace && marker) || is_directive(item, "delete") {
-                continue;
+    let key = match key {
+        Some(key) if !whole_replace => key,
+        _ => {
+            let mut out = Vec::new();
+            for item in patch {
+                let marker =
+                    is_directive(item, "replace") && item.as_object().is_some_and(|m| m.len() == 1);
+                if (whole_replace && marker) || is_directive(item, "delete") {
+                    continue;
+                }
+                out.push(fresh_value(field, item, path)?);
             }
-            out.push(fresh_value(field, item, path)?);
+            *target = out;
+            return Ok(());
         }
-        *target = out;
-        return Ok(());
-    }
-    let key = key.expect("checked");
+    };
     let key_of = |v: &Value| -> Option<Value> {
         match key {
             MergeKey::Field(k) => v.get(k).cloned(),

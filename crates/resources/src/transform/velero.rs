@@ -128,7 +128,7 @@ pub(super) fn parse_velero(value: &Value, source: &str) -> Result<Vec<Rule>, Err
                 let op = velero_op("test", "", &path, m.value.as_ref())
                     .map_err(|m| err(format!("conditions.matches[{j}]: {m}")))?;
                 let PatchOperation::Test(t) = op else {
-                    unreachable!("built a test operation")
+                    return Err(err(format!("conditions.matches[{j}]: not a test")));
                 };
                 tests.push((t.path.to_string(), t.value));
             }
