@@ -494,10 +494,10 @@ async fn apply_plan(a: ApplyPlanArgs) -> Result<()> {
 
 /// Prints a restore's report (with the plan in a dry run), then fails when an object did.
 fn print_report(report: &RestoreReport, plan: Option<&RestorePlan>, json: bool) -> Result<()> {
-    let plan = plan.filter(|_| report.dry_run);
     if json {
         let mut out = serde_json::to_value(report)?;
-        if let (Some(plan), Some(map)) = (plan, out.as_object_mut()) {
+        // The plan itself is part of a dry run's output (what it validated).
+        if let (Some(plan), Some(map)) = (plan.filter(|_| report.dry_run), out.as_object_mut()) {
             map.insert("plan".into(), serde_json::to_value(plan)?);
         }
         print_json(&out)?;

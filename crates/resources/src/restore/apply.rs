@@ -76,6 +76,7 @@ pub async fn apply(
 
     let mut uid_map = UidMap::new();
     for step in plan.objects.chunk_by(|a, b| a.step == b.step) {
+        let started = std::time::Instant::now();
         let mut outcomes = Vec::with_capacity(step.len());
         {
             let known = &uid_map;
@@ -93,6 +94,12 @@ pub async fn apply(
             }
             results.push(r);
         }
+        tracing::debug!(
+            step = step.first().map_or(0, |o| o.step),
+            objects = step.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "applied a step"
+        );
     }
 
     let mut summary = BTreeMap::new();

@@ -35,6 +35,10 @@ use crate::{Error, Result};
 /// Lookups in the target at once while planning.
 const LOOKUPS_IN_FLIGHT: usize = 32;
 
+/// From this many objects of one type in one namespace, the planner lists them instead of
+/// reading each.
+const LIST_FROM: usize = 16;
+
 /// Plans a restore of `snap` into `cluster`: reads the target, changes nothing.
 /// Options the planner can reject (bad names, conflicting flags, an unknown `--only`)
 /// are errors before anything is read from the cluster; per-object problems are
@@ -91,6 +95,10 @@ pub async fn plan(
         }
     }
     drop(loaded);
+    tracing::debug!(
+        objects = items.len(),
+        "loaded and converted the stored objects"
+    );
     // Custom resources whose CRD the loop above only met later: resolve them again now
     // that every restored CRD is known.
     for (i, obj, reason) in unresolved {
@@ -209,16 +217,8 @@ pub async fn plan(
     }
 
     // 7. Compare with the target: the existing-object policy.
-    let lookups: Vec<Result<Option<Value>>> = stream::iter(items.iter())
-        .map(|it| async move {
-            if it.action == Action::Skip || it.failure.is_some() {
-                return Ok(None);
-            }
-            get_object(client, &it.res, it.tgt_ns(), it.tgt_name()).await
-        })
-        .buffered(LOOKUPS_IN_FLIGHT)
-        .collect()
-        .await;
+    let lookups = live_objects(client, &ns_res, &items).await?;
+    tracing::debug!(objects = items.len(), "looked up the objects in the target");
     for (it, live) in items.iter_mut().zip(lookups) {
         let live = match live {
             Ok(l) => l,
@@ -252,6 +252,7 @@ pub async fn plan(
 
     // 8. Dependencies of what is restored.
     let missing_dependencies = missing_dependencies(client, &disc, &items, &catalog).await;
+    tracing::debug!(missing = missing_dependencies.len(), "checked dependencies");
 
     // 9. Rollback deletions.
     let deletions = if opts.rollback {
@@ -323,6 +324,88 @@ pub async fn plan(
         undecided_references,
         warnings,
     })
+}
+
+/// The live counterpart of every item (None for skipped and failed items), read with as
+/// few requests as the target allows: nothing in namespaces that do not exist yet, one
+/// listing per type and namespace where many objects share them, single reads elsewhere.
+async fn live_objects(
+    client: &kube::Client,
+    ns_res: &crate::discovery::ServedResource,
+    items: &[Item],
+) -> Result<Vec<Result<Option<Value>>>> {
+    let wanted = |it: &Item| it.action != Action::Skip && it.failure.is_none();
+    let namespaces: BTreeSet<&str> = items
+        .iter()
+        .filter(|it| wanted(it) && it.res.namespaced)
+        .filter_map(Item::tgt_ns)
+        .collect();
+    let present: Vec<(&str, bool)> = stream::iter(namespaces)
+        .map(|ns| async move {
+            get_object(client, ns_res, None, ns)
+                .await
+                .map(|o| (ns, o.is_some()))
+        })
+        .buffered(LOOKUPS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let absent: BTreeSet<&str> = present
+        .into_iter()
+        .filter(|(_, p)| !p)
+        .map(|(ns, _)| ns)
+        .collect();
+    // Groups big enough to list: (group, resource, namespace) with their size.
+    let mut groups: BTreeMap<(&str, &str, Option<&str>), usize> = BTreeMap::new();
+    for it in items.iter().filter(|it| wanted(it)) {
+        *groups
+            .entry((&it.res.group, &it.res.resource, it.tgt_ns()))
+            .or_default() += 1;
+    }
+    let listed: BTreeMap<(&str, &str, Option<&str>), BTreeMap<String, Value>> = stream::iter(
+        groups
+            .into_iter()
+            .filter(|((_, _, ns), n)| *n >= LIST_FROM && ns.is_none_or(|ns| !absent.contains(ns))),
+    )
+    .map(|(key, _)| async move {
+        let res = items
+            .iter()
+            .find(|it| (it.res.group.as_str(), it.res.resource.as_str(), it.tgt_ns()) == key)
+            .map(|it| &it.res);
+        let list = match res {
+            Some(res) => crate::collect::list_all(client, res, key.2, None).await?,
+            None => Vec::new(),
+        };
+        let by_name = list
+            .into_iter()
+            .map(|o| (crate::collect::name_of(&o).to_string(), o))
+            .collect();
+        Ok::<_, Error>((key, by_name))
+    })
+    .buffered(4)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_>>()?;
+    Ok(stream::iter(items.iter())
+        .map(|it| {
+            let listed = &listed;
+            let absent = &absent;
+            async move {
+                if !wanted(it) || it.tgt_ns().is_some_and(|ns| absent.contains(ns)) {
+                    return Ok(None);
+                }
+                let key = (it.res.group.as_str(), it.res.resource.as_str(), it.tgt_ns());
+                if let Some(by_name) = listed.get(&key) {
+                    return Ok(by_name.get(it.tgt_name()).cloned());
+                }
+                get_object(client, &it.res, it.tgt_ns(), it.tgt_name()).await
+            }
+        })
+        .buffered(LOOKUPS_IN_FLIGHT)
+        .collect()
+        .await)
 }
 
 fn it_rank(it: &Item) -> u32 {
