@@ -292,18 +292,12 @@ pub struct PlannedObject {
 impl PlannedObject {
     /// The kube-rs description of the object's resource.
     pub fn served(&self) -> ServedResource {
-        let (group, version) = split_api_version(&self.api_version);
-        ServedResource {
-            group: group.to_string(),
-            version: version.to_string(),
-            kind: self.kind.clone(),
-            resource: self.resource.clone(),
-            singular: String::new(),
-            short_names: Vec::new(),
-            namespaced: self.namespaced,
-            verbs: Vec::new(),
-            status_subresource: false,
-        }
+        served_resource(
+            &self.api_version,
+            &self.kind,
+            &self.resource,
+            self.namespaced,
+        )
     }
 
     /// "Deployment/web (namespace shop)".
@@ -349,26 +343,12 @@ pub struct PlannedDeletion {
 
 impl PlannedDeletion {
     fn served(&self) -> ServedResource {
-        PlannedObject {
-            step: 0,
-            rank: 0,
-            action: Action::Delete,
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
-            resource: self.resource.clone(),
-            namespaced: self.namespaced,
-            namespace: None,
-            name: String::new(),
-            from: None,
-            reason: None,
-            notes: Vec::new(),
-            object: Value::Null,
-            stored_uid: None,
-            owners: Vec::new(),
-            live_uid: None,
-            sanitized_with: SanitizeOptions::default(),
-        }
-        .served()
+        served_resource(
+            &self.api_version,
+            &self.kind,
+            &self.resource,
+            self.namespaced,
+        )
     }
 
     fn result(&self, outcome: Outcome, reason: String) -> ObjectResult {
@@ -383,6 +363,27 @@ impl PlannedDeletion {
             reason: Some(reason),
             notes: Vec::new(),
         }
+    }
+}
+
+/// What requests to a resource need (the rest of discovery does not matter to a plan).
+fn served_resource(
+    api_version: &str,
+    kind: &str,
+    resource: &str,
+    namespaced: bool,
+) -> ServedResource {
+    let (group, version) = split_api_version(api_version);
+    ServedResource {
+        group: group.to_string(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        resource: resource.to_string(),
+        singular: String::new(),
+        short_names: Vec::new(),
+        namespaced,
+        verbs: Vec::new(),
+        status_subresource: false,
     }
 }
 
