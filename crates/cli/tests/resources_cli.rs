@@ -721,6 +721,32 @@ async fn rollback_existing_policies_and_partial_restore() {
         b["objects"], 1101,
         "1100 ConfigMaps and the Namespace: {b:#}"
     );
+    // Restored over themselves: the planner lists them (one request per page, not one per
+    // object) and finds each; with --existing update, only the changed one is written.
+    env.kubectl(&[
+        "patch",
+        "-n",
+        "bulk",
+        "configmap",
+        "cm-0042",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"i":"changed"}}"#,
+    ]);
+    let bulk_id = b["snapshot_id"].as_str().unwrap();
+    let report = env.resources_json("restore", &[bulk_id, "--existing", "update"]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    let summary = &report["summary"];
+    assert_eq!(summary["updated"], 1, "{summary}");
+    assert_eq!(
+        summary["unchanged"], 1100,
+        "1099 ConfigMaps and the Namespace: {summary}"
+    );
+    assert_eq!(
+        env.get_json("bulk", "configmap", "cm-0042").unwrap()["data"]["i"],
+        "42"
+    );
 
     // Cluster protection: every namespace and the cluster-scoped objects, without what the
     // API server maintains itself.
@@ -1323,6 +1349,36 @@ async fn plan_then_apply_equals_a_direct_restore() {
         .find(|r| r["kind"] == "ConfigMap" && r["name"] == "worker-config")
         .unwrap();
     assert_eq!(cm["result"], "skipped", "{cm}");
+
+    // A plan made for this cluster is refused by another one.
+    let other = TestCluster::start(env._dir.path().join("other-cluster"))
+        .await
+        .expect("start a second test cluster");
+    let out = env.coffer(&[
+        "resources",
+        "apply-plan",
+        plan_file.to_str().unwrap(),
+        "--kubeconfig",
+        other.kubeconfig_path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("made for another cluster"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    let other_ns = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(other.kubeconfig_path())
+        .args(["get", "namespace", "copy"])
+        .output()
+        .unwrap();
+    assert!(
+        !other_ns.status.success(),
+        "nothing was applied to the other cluster"
+    );
+    other.stop().await;
 
     // A damaged or foreign plan is one line, and nothing is applied.
     let bad = env._dir.path().join("bad-plan.json");
