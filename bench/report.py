@@ -36,5 +36,12 @@ for label in order:
     mib = c[2] / 2**20
     L.append(f"| {label} | {c[0]:.2f} | {r[0]:.2f} | {r[0]/max(c[0],0.01):.1f}x | {mib/max(c[0],0.01):.0f} | {mib/max(r[0],0.01):.0f} | {c[1]/1024:.0f} | {r[1]/1024:.0f} | {c[3]/2**20:.0f}{spread(c)} | {r[3]/2**20:.0f}{spread(r)} |")
 L.append("\nRepository sizes are cumulative (after each step), medians of the rounds; restic's varies from round to round (each restic repository draws its own random chunking polynomial), so its range over the rounds follows in parentheses. Coffer's chunking is deterministic (fixed blocks for images, a fixed gear table for files), so its sizes do not vary beyond metadata. Reproduce with `bench/run.sh`; `bench/report.py` renders this table from the samples.")
-open(out, "w").write("\n".join(L) + "\n")
+# Sections other scripts keep in the same file (## headings, e.g. bench/objects.sh's) stay.
+kept = ""
+if os.path.exists(out):
+    previous = open(out).read()
+    at = previous.find("\n## ")
+    if at >= 0:
+        kept = "\n" + previous[at + 1:]
+open(out, "w").write("\n".join(L) + "\n" + kept)
 print("\n".join(L))

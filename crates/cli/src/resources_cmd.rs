@@ -1,16 +1,21 @@
-//! `coffer resources ...`: back up, list, show and restore Kubernetes objects.
+//! `coffer resources ...`: back up, list, show and restore Kubernetes objects, and apply
+//! restore plans saved earlier.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use coffer_resources::restore::ExistingPolicy;
+use coffer_repo::progress::SharedProgress;
+use coffer_resources::restore::{self, ExistingPolicy, RestorePlan, RestoreReport};
 use coffer_resources::transform::TransformSet;
-use coffer_resources::{Catalog, ClusterResources, RestoreOptions, Selection, collect, restore};
+use coffer_resources::{
+    ApplyOptions, Catalog, Cluster, ClusterAccess, ClusterResources, KubeconfigSource,
+    RestoreOptions, Selection, collect,
+};
 
-use crate::common::{RepoOpts, parse_tags, print_json, spinner};
+use crate::common::{ProgressBars, RepoOpts, parse_tags, print_json};
 
 #[derive(Subcommand)]
 pub enum ResourcesCommand {
@@ -20,8 +25,11 @@ pub enum ResourcesCommand {
     List(ListArgs),
     /// Print one stored object as YAML.
     Show(ShowArgs),
-    /// Restore objects into a cluster.
+    /// Restore objects into a cluster (with --dry-run: print the plan, validated by the
+    /// server's dry run; --plan-out saves it for apply-plan).
     Restore(RestoreArgs),
+    /// Apply a restore plan saved with `restore --dry-run --plan-out FILE`.
+    ApplyPlan(ApplyPlanArgs),
     /// Store objects from YAML/JSON files or directories (kubectl output, manifests, an
     /// unpacked Velero backup) as a resources snapshot.
     Import(ImportArgs),
@@ -151,11 +159,81 @@ pub struct RestoreArgs {
     /// Print the plan, validated by the server's dry run; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also write the plan (JSON) to FILE, for `coffer resources apply-plan FILE`.
+    #[arg(long, value_name = "FILE")]
+    plan_out: Option<PathBuf>,
     /// Seconds to wait for CRDs to become Established and deleted objects to go.
     #[arg(long, default_value_t = 60)]
     wait_timeout: u64,
+    /// Requests in flight at once while objects of one step are created.
+    #[arg(long, default_value_t = 24)]
+    concurrency: usize,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub struct ApplyPlanArgs {
+    /// The plan file written by `restore --dry-run --plan-out FILE`.
+    plan: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Validate the plan with the server's dry run; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Seconds to wait for CRDs to become Established and deleted objects to go.
+    #[arg(long, default_value_t = 60)]
+    wait_timeout: u64,
+    /// Requests in flight at once while objects of one step are created.
+    #[arg(long, default_value_t = 24)]
+    concurrency: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClusterArgs {
+    /// Where the cluster's settings come from: --kubeconfig, else the files KUBECONFIG
+    /// lists, else ~/.kube/config when it exists, else the pod's service account.
+    fn access(&self) -> ClusterAccess {
+        let source = if let Some(path) = &self.kubeconfig {
+            KubeconfigSource::Files(vec![path.clone()])
+        } else if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+            KubeconfigSource::Files(
+                std::env::split_paths(&list)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect(),
+            )
+        } else {
+            match std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config")) {
+                Some(p) if p.exists() => KubeconfigSource::Files(vec![p]),
+                _ => KubeconfigSource::InCluster,
+            }
+        };
+        ClusterAccess {
+            source,
+            context: self.context.clone(),
+        }
+    }
+
+    /// Connects, with errors that say what to check.
+    async fn connect(&self) -> Result<Cluster> {
+        Cluster::connect(&self.access())
+            .await
+            .map_err(cluster_error)
+    }
+}
+
+/// The library's error, with the CLI's hint where the user's flags are the likely cause.
+fn cluster_error(e: coffer_resources::Error) -> anyhow::Error {
+    match e {
+        e @ coffer_resources::Error::Unreachable { .. } => {
+            anyhow!("{e} (check --kubeconfig / KUBECONFIG and that the cluster is up)")
+        }
+        e @ coffer_resources::Error::Kubeconfig { .. } => {
+            anyhow!("{e} (check --kubeconfig, KUBECONFIG and --context)")
+        }
+        e => e.into(),
+    }
 }
 
 pub async fn run(repo: &RepoOpts, cmd: ResourcesCommand) -> Result<()> {
@@ -164,6 +242,7 @@ pub async fn run(repo: &RepoOpts, cmd: ResourcesCommand) -> Result<()> {
         ResourcesCommand::List(a) => list(repo, a).await,
         ResourcesCommand::Show(a) => show(repo, a).await,
         ResourcesCommand::Restore(a) => restore_cmd(repo, a).await,
+        ResourcesCommand::ApplyPlan(a) => apply_plan(a).await,
         ResourcesCommand::Import(a) => import(repo, a).await,
     }
 }
@@ -171,7 +250,12 @@ pub async fn run(repo: &RepoOpts, cmd: ResourcesCommand) -> Result<()> {
 async fn import(repo_opts: &RepoOpts, a: ImportArgs) -> Result<()> {
     let tags = parse_tags(&a.tags)?;
     let repo = repo_opts.open().await?;
-    let summary = coffer_resources::import::import(&repo, &a.paths, &a.origin, tags).await?;
+    let bars = ProgressBars::new("importing objects");
+    let progress: SharedProgress = bars.clone();
+    let summary =
+        coffer_resources::import::import(&repo, &a.paths, &a.origin, tags, &progress).await;
+    bars.finish();
+    let summary = summary?;
     if a.json {
         return print_json(&summary);
     }
@@ -182,22 +266,18 @@ async fn import(repo_opts: &RepoOpts, a: ImportArgs) -> Result<()> {
 async fn backup(repo_opts: &RepoOpts, a: BackupArgs) -> Result<()> {
     let tags = parse_tags(&a.tags)?;
     let cluster_resources: ClusterResources = a.cluster_resources.parse()?;
-    let (client, config) = collect::client_from_kubeconfig(
-        a.cluster.kubeconfig.as_deref(),
-        a.cluster.context.as_deref(),
-    )
-    .await?;
+    let cluster = a.cluster.connect().await?;
     let namespaces = if a.namespace.is_empty() && !a.all_namespaces {
-        vec![config.default_namespace.clone()]
+        vec![cluster.default_namespace().to_string()]
     } else {
         a.namespace.clone()
     };
     let repo = repo_opts.open().await?;
-    let bar = spinner("collecting objects");
+    let bars = ProgressBars::new("backing up objects");
+    let progress: SharedProgress = bars.clone();
     let summary = collect::backup(
         &repo,
-        &client,
-        &config,
+        &cluster,
         &Selection {
             namespaces,
             all_namespaces: a.all_namespaces,
@@ -207,9 +287,11 @@ async fn backup(repo_opts: &RepoOpts, a: BackupArgs) -> Result<()> {
             cluster_resources,
         },
         tags,
+        &progress,
     )
-    .await?;
-    bar.finish_and_clear();
+    .await;
+    bars.finish();
+    let summary = summary.map_err(cluster_error)?;
     if a.json {
         return print_json(&summary);
     }
@@ -356,29 +438,89 @@ async fn restore_cmd(repo_opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
         existing,
         rollback: a.rollback,
         clone_suffix: a.clone,
-        dry_run: a.dry_run,
         preserve_node_ports: a.preserve_node_ports,
+    };
+    let apply_opts = ApplyOptions {
+        dry_run: a.dry_run,
         wait_timeout: Duration::from_secs(a.wait_timeout),
+        concurrency: a.concurrency.max(1),
     };
     let repo = repo_opts.open().await?;
     let snap = repo.find_snapshot(&a.id).await?;
-    let (client, _config) = collect::client_from_kubeconfig(
-        a.cluster.kubeconfig.as_deref(),
-        a.cluster.context.as_deref(),
-    )
-    .await?;
-    let bar = spinner("restoring objects");
-    let report = restore::restore(&repo, &snap, &client, &opts).await?;
-    bar.finish_and_clear();
-    if a.json {
-        print_json(&report)?;
+    let cluster = a.cluster.connect().await?;
+    let bars = ProgressBars::new("restoring objects");
+    let progress: SharedProgress = bars.clone();
+    let plan = restore::plan(&repo, &snap, &cluster, &opts, &progress).await;
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            bars.finish();
+            return Err(cluster_error(e));
+        }
+    };
+    if let Some(path) = &a.plan_out {
+        let text = serde_json::to_vec_pretty(&plan)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the plan to {}", path.display()))?;
+    }
+    let report = restore::apply(&cluster, &plan, &apply_opts, &progress).await;
+    bars.finish();
+    let report = report.map_err(cluster_error)?;
+    print_report(&report, Some(&plan), a.json)
+}
+
+async fn apply_plan(a: ApplyPlanArgs) -> Result<()> {
+    let text = std::fs::read(&a.plan)
+        .with_context(|| format!("cannot read the plan {}", a.plan.display()))?;
+    let plan: RestorePlan = serde_json::from_slice(&text).map_err(|e| {
+        anyhow!(
+            "{} is not a restore plan ({e}); write one with `coffer resources restore ID --dry-run --plan-out FILE`",
+            a.plan.display()
+        )
+    })?;
+    let apply_opts = ApplyOptions {
+        dry_run: a.dry_run,
+        wait_timeout: Duration::from_secs(a.wait_timeout),
+        concurrency: a.concurrency.max(1),
+    };
+    let cluster = a.cluster.connect().await?;
+    let bars = ProgressBars::new("restoring objects");
+    let progress: SharedProgress = bars.clone();
+    let report = restore::apply(&cluster, &plan, &apply_opts, &progress).await;
+    bars.finish();
+    let report = report.map_err(cluster_error)?;
+    print_report(&report, a.dry_run.then_some(&plan), a.json)
+}
+
+/// Prints a restore's report (with the plan in a dry run), then fails when an object did.
+fn print_report(report: &RestoreReport, plan: Option<&RestorePlan>, json: bool) -> Result<()> {
+    if json {
+        let mut out = serde_json::to_value(report)?;
+        // The plan itself is part of a dry run's output (what it validated).
+        if let (Some(plan), Some(map)) = (plan.filter(|_| report.dry_run), out.as_object_mut()) {
+            map.insert("plan".into(), serde_json::to_value(plan)?);
+        }
+        print_json(&out)?;
     } else {
         if report.dry_run {
             println!("plan (dry run, validated by the API server; nothing changed):");
         }
+        let steps: BTreeMap<(String, Option<String>, String), u32> = plan
+            .map(|p| {
+                p.objects
+                    .iter()
+                    .map(|o| {
+                        (
+                            (o.kind.clone(), o.namespace.clone(), o.name.clone()),
+                            o.step,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         println!(
-            "{:<4} {:<9} {:<10} {:<48} WHY",
-            "#", "ACTION", "RESULT", "OBJECT"
+            "{:<4} {:<4} {:<9} {:<10} {:<48} WHY",
+            "#", "STEP", "ACTION", "RESULT", "OBJECT"
         );
         for (i, r) in report.results.iter().enumerate() {
             let object = format!(
@@ -390,6 +532,10 @@ async fn restore_cmd(repo_opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
                     .map(|n| format!(" -n {n}"))
                     .unwrap_or_default()
             );
+            let step = steps
+                .get(&(r.kind.clone(), r.namespace.clone(), r.name.clone()))
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into());
             let mut why = r.reason.clone().unwrap_or_default();
             if !r.notes.is_empty() {
                 if !why.is_empty() {
@@ -398,8 +544,9 @@ async fn restore_cmd(repo_opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
                 why.push_str(&r.notes.join("; "));
             }
             println!(
-                "{:<4} {:<9} {:<10} {:<48} {}",
+                "{:<4} {:<4} {:<9} {:<10} {:<48} {}",
                 i + 1,
+                step,
                 r.action,
                 r.result,
                 object,
@@ -416,19 +563,19 @@ async fn restore_cmd(repo_opts: &RepoOpts, a: RestoreArgs) -> Result<()> {
     for m in &report.missing_dependencies {
         eprintln!("missing dependency: {m}");
     }
+    for u in &report.undecided_references {
+        eprintln!("left as it was (check it): {u}");
+    }
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
     if !report.success {
         let failed: Vec<String> = report
-            .results
-            .iter()
-            .filter(|r| r.result == "failed")
+            .failed()
             .map(|r| {
                 format!(
-                    "{}/{}: {}",
-                    r.kind,
-                    r.name,
+                    "{}: {}",
+                    r.display(),
                     r.reason.as_deref().unwrap_or("failed")
                 )
             })

@@ -212,7 +212,7 @@ impl Env {
         let kc = self.kubeconfig().to_str().unwrap().to_string();
         let mut all = vec!["resources", sub];
         all.extend_from_slice(args);
-        if sub == "backup" || sub == "restore" {
+        if sub == "backup" || sub == "restore" || sub == "apply-plan" {
             all.extend_from_slice(&["--kubeconfig", &kc]);
         }
         self.coffer(&all)
@@ -721,6 +721,32 @@ async fn rollback_existing_policies_and_partial_restore() {
         b["objects"], 1101,
         "1100 ConfigMaps and the Namespace: {b:#}"
     );
+    // Restored over themselves: the planner lists them (one request per page, not one per
+    // object) and finds each; with --existing update, only the changed one is written.
+    env.kubectl(&[
+        "patch",
+        "-n",
+        "bulk",
+        "configmap",
+        "cm-0042",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"i":"changed"}}"#,
+    ]);
+    let bulk_id = b["snapshot_id"].as_str().unwrap();
+    let report = env.resources_json("restore", &[bulk_id, "--existing", "update"]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+    let summary = &report["summary"];
+    assert_eq!(summary["updated"], 1, "{summary}");
+    assert_eq!(
+        summary["unchanged"], 1100,
+        "1099 ConfigMaps and the Namespace: {summary}"
+    );
+    assert_eq!(
+        env.get_json("bulk", "configmap", "cm-0042").unwrap()["data"]["i"],
+        "42"
+    );
 
     // Cluster protection: every namespace and the cluster-scoped objects, without what the
     // API server maintains itself.
@@ -880,6 +906,31 @@ async fn failures_are_reported_per_object_and_the_rest_restores() {
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    let plan = env._dir.path().join("plan.json");
+    // (The dry run's own outcome does not matter here, only the plan it saves.)
+    let _ = env.resources(
+        "restore",
+        &[&id, "--dry-run", "--plan-out", plan.to_str().unwrap()],
+    );
+    assert!(plan.exists());
+    for args in [
+        vec!["resources", "backup", "--namespace", "shop"],
+        vec!["resources", "restore", &id],
+        vec!["resources", "restore", &id, "--dry-run"],
+        vec!["resources", "apply-plan", plan.to_str().unwrap()],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--kubeconfig", dead.to_str().unwrap()]);
+        let out = env.coffer(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("cannot reach the Kubernetes API server at https://127.0.0.1:1")
+                && err.contains("connection refused"),
+            "{args:?}: {err}"
+        );
+    }
     // Nothing was written for the failed backups.
     let snaps: Value =
         serde_json::from_slice(&env.coffer(&["snapshots", "--json"]).stdout).unwrap();
@@ -1049,10 +1100,455 @@ async fn old_api_versions_transforms_and_mappings() {
         );
     }
 
+    // A v1beta1 CRD that pruned nothing: its custom resource keeps every field, nested
+    // unknown ones included; a CRD with a broken schema fails alone, with a reason.
+    let imported = env.resources_json(
+        "import",
+        &[
+            &fixture("old-crd-preserve.yaml"),
+            "--origin",
+            "k8s-1.15-cluster",
+        ],
+    );
+    let nid = imported["snapshot_id"].as_str().unwrap().to_string();
+    let out = env.resources("restore", &[&nid, "--json"]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let failed = failed_results(&report);
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["name"], "brokens.example.com");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("not a map"),
+        "{:#}",
+        failed[0]
+    );
+    assert!(
+        stderr(&out).contains("CustomResourceDefinition/brokens.example.com"),
+        "{}",
+        stderr(&out)
+    );
+    let note = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "Note")
+        .unwrap();
+    assert_eq!(note["result"], "created", "{note}");
+    let n = env.get_json("notes", "notes.example.com", "n1").unwrap();
+    assert_eq!(n["spec"]["size"], 3);
+    assert_eq!(n["spec"]["extra"]["nested"]["deep"], "kept", "{n:#}");
+    assert_eq!(n["spec"]["extra"]["nested"]["count"], 2, "{n:#}");
+    assert_eq!(n["spec"]["list"][0]["b"]["c"], 2, "{n:#}");
+    assert_eq!(n["color"], "blue", "{n:#}");
+
     // A broken transform file is a one-line error before anything happens.
     let bad = env._dir.path().join("bad.yaml");
     std::fs::write(&bad, "rules:\n- match: {name: \"(\"}\n").unwrap();
     let out = env.resources("restore", &[&id, "--transform", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("regex"), "{}", stderr(&out));
+}
+
+/// Objects of APP's namespace that name its Services in their configuration: environment
+/// values, arguments, a command, ConfigMap and Secret values.
+const WORKER: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: worker-config, namespace: shop}
+data:
+  site: http://wordpress.shop.svc.cluster.local/
+  db: mysql:3306
+  note: ask the mysql team before changing it
+  theme: dark
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: worker-secret, namespace: shop}
+type: Opaque
+stringData: {dsn: "mysql://wp:pw@mysql.shop.svc:3306/wp"}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: worker, namespace: shop}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker}}
+    spec:
+      containers:
+      - name: worker
+        image: busybox:1.36
+        command: [worker, "--db=mysql.shop:3306"]
+        args: [--frontend, "wordpress:80"]
+        env:
+        - {name: DB_URL, value: "postgres://user@mysql.shop.svc:3306/x"}
+        - {name: DB_HOST, value: mysql}
+        - {name: NOTE, value: "mysql is shared with the shop"}
+        - {name: OTHER, value: "mysqladmin.shop.svc and my-mysql"}
+"#;
+
+fn worker_env(d: &Value, name: &str) -> String {
+    d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("env {name} missing: {d:#}"))["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn secret_value(s: &Value, key: &str) -> String {
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(s["data"][key].as_str().unwrap().as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_then_apply_equals_a_direct_restore() {
+    let env = Env::start().await;
+    env.apply(APP);
+    env.apply(WORKER);
+    wait_pvcs_bound(&env, "shop");
+    let id = env.backup_shop();
+
+    // A plan made now, saved, applied later: nothing is created by the dry run.
+    let plan_file = env._dir.path().join("plan.json");
+    let out = env.resources_json(
+        "restore",
+        &[
+            &id,
+            "--namespace-mapping",
+            "shop=copy",
+            "--dry-run",
+            "--plan-out",
+            plan_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out["dry_run"].as_bool().unwrap() && out["success"].as_bool().unwrap(),
+        "{out:#}"
+    );
+    assert!(env.get_json("default", "namespace", "copy").is_none());
+    let plan = &out["plan"];
+    let saved: Value = serde_json::from_slice(&std::fs::read(&plan_file).unwrap()).unwrap();
+    assert_eq!(&saved, plan, "--plan-out writes the plan --json prints");
+    let objects = plan["objects"].as_array().unwrap();
+    // Every object with its action, final body and step; steps never go back.
+    let cm = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["name"] == "worker-config")
+        .unwrap();
+    assert_eq!(cm["action"], "create");
+    assert_eq!(cm["namespace"], "copy");
+    assert_eq!(cm["from"], "shop/worker-config");
+    assert_eq!(cm["object"]["metadata"]["namespace"], "copy");
+    assert_eq!(
+        cm["object"]["data"]["site"],
+        "http://wordpress.copy.svc.cluster.local/"
+    );
+    assert!(cm["object"]["metadata"].get("uid").is_none(), "{cm:#}");
+    let steps: Vec<u64> = objects
+        .iter()
+        .map(|o| o["step"].as_u64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    // The CRD comes first (it exists: skipped), then the new namespace.
+    assert_eq!(objects[0]["kind"], "CustomResourceDefinition");
+    assert_eq!(objects[0]["action"], "skip");
+    let ns = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
+    assert_eq!(
+        (&ns["name"], &ns["action"]),
+        (&json!("copy"), &json!("create"))
+    );
+    // The human plan shows steps too.
+    let out = env.resources(
+        "restore",
+        &[&id, "--namespace-mapping", "shop=copy", "--dry-run"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("STEP") && text.contains("ConfigMap/worker-config -n copy"),
+        "{text}"
+    );
+
+    // The direct restore.
+    let direct = env.resources_json("restore", &[&id, "--namespace-mapping", "shop=copy"]);
+    assert!(direct["success"].as_bool().unwrap(), "{direct:#}");
+    wait_pvcs_bound(&env, "copy");
+    let mut names: Vec<(&str, &str)> = APP_OBJECTS.to_vec();
+    names.extend([
+        ("configmap", "worker-config"),
+        ("secret", "worker-secret"),
+        ("deployment.apps", "worker"),
+    ]);
+    let take = |env: &Env| -> Vec<(String, Value)> {
+        names
+            .iter()
+            .map(|(r, n)| {
+                let o = env
+                    .get_json("copy", r, n)
+                    .unwrap_or_else(|| panic!("{r}/{n} missing"));
+                (format!("{r}/{n}"), comparable(o))
+            })
+            .collect()
+    };
+    let from_direct = take(&env);
+    let outcomes = |report: &Value| -> Vec<(String, String, String, String)> {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            // The namespace's default ServiceAccount races with the cluster's controller.
+            .filter(|r| !(r["kind"] == "ServiceAccount" && r["name"] == "default"))
+            .map(|r| {
+                (
+                    r["kind"].as_str().unwrap().to_string(),
+                    r["name"].as_str().unwrap().to_string(),
+                    r["action"].as_str().unwrap().to_string(),
+                    r["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    env.delete_namespace("copy");
+
+    // The saved plan, applied after the world changed and changed back.
+    let applied = env.resources_json("apply-plan", &[plan_file.to_str().unwrap()]);
+    assert!(applied["success"].as_bool().unwrap(), "{applied:#}");
+    assert!(!applied["dry_run"].as_bool().unwrap());
+    wait_pvcs_bound(&env, "copy");
+    let from_plan = take(&env);
+    assert_eq!(outcomes(&applied), outcomes(&direct));
+    assert_same_app(&from_direct, &from_plan);
+    assert_eq!(from_direct.len(), from_plan.len());
+
+    // Applied again, the plan finds everything there: creates turn into the plan's
+    // existing-object policy (skip) instead of failing.
+    let again = env.resources_json("apply-plan", &[plan_file.to_str().unwrap()]);
+    assert!(again["success"].as_bool().unwrap(), "{again:#}");
+    let cm = again["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "ConfigMap" && r["name"] == "worker-config")
+        .unwrap();
+    assert_eq!(cm["result"], "skipped", "{cm}");
+
+    // A plan made for this cluster is refused by another one.
+    let other = TestCluster::start(env._dir.path().join("other-cluster"))
+        .await
+        .expect("start a second test cluster");
+    let out = env.coffer(&[
+        "resources",
+        "apply-plan",
+        plan_file.to_str().unwrap(),
+        "--kubeconfig",
+        other.kubeconfig_path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("made for another cluster"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    let other_ns = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(other.kubeconfig_path())
+        .args(["get", "namespace", "copy"])
+        .output()
+        .unwrap();
+    assert!(
+        !other_ns.status.success(),
+        "nothing was applied to the other cluster"
+    );
+    other.stop().await;
+
+    // A damaged or foreign plan is one line, and nothing is applied.
+    let bad = env._dir.path().join("bad-plan.json");
+    let mut broken = saved.clone();
+    broken["format"] = json!(99);
+    std::fs::write(&bad, serde_json::to_vec(&broken).unwrap()).unwrap();
+    let out = env.resources("apply-plan", &[bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("format 99"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    let mut broken = saved.clone();
+    broken["objects"][1]["name"] = json!("../../secrets/x");
+    std::fs::write(&bad, serde_json::to_vec(&broken).unwrap()).unwrap();
+    let out = env.resources("apply-plan", &[bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not allowed"), "{}", stderr(&out));
+    std::fs::write(&bad, "{\"not\": \"a plan\"}").unwrap();
+    let out = env.resources("apply-plan", &[bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not a restore plan"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_talks_only_to_its_own_services() {
+    let env = Env::start().await;
+    env.apply(APP);
+    env.apply(WORKER);
+    let id = env.backup_shop();
+
+    let report = env.resources_json("restore", &[&id, "--clone", "blue"]);
+    assert!(report["success"].as_bool().unwrap(), "{report:#}");
+
+    // Environment, command and arguments of the clone's Deployment name the clone's
+    // Services; free text and other words are left alone.
+    let d = env.get_json("shop", "deployment", "worker-blue").unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        worker_env(&d, "DB_URL"),
+        "postgres://user@mysql-blue.shop.svc:3306/x"
+    );
+    assert_eq!(worker_env(&d, "DB_HOST"), "mysql-blue");
+    assert_eq!(worker_env(&d, "NOTE"), "mysql is shared with the shop");
+    assert_eq!(worker_env(&d, "OTHER"), "mysqladmin.shop.svc and my-mysql");
+    assert_eq!(c["command"], json!(["worker", "--db=mysql-blue.shop:3306"]));
+    assert_eq!(c["args"], json!(["--frontend", "wordpress-blue:80"]));
+    // ConfigMaps and Secrets too.
+    let cm = env
+        .get_json("shop", "configmap", "worker-config-blue")
+        .unwrap();
+    assert_eq!(
+        cm["data"]["site"],
+        "http://wordpress-blue.shop.svc.cluster.local/"
+    );
+    assert_eq!(cm["data"]["db"], "mysql-blue:3306");
+    assert_eq!(cm["data"]["note"], "ask the mysql team before changing it");
+    assert_eq!(cm["data"]["theme"], "dark");
+    let wp = env.get_json("shop", "configmap", "wp-config-blue").unwrap();
+    assert_eq!(wp["data"]["WORDPRESS_DB_HOST"], "mysql-blue");
+    let s = env
+        .get_json("shop", "secret", "worker-secret-blue")
+        .unwrap();
+    assert_eq!(
+        secret_value(&s, "dsn"),
+        "mysql://wp:pw@mysql-blue.shop.svc:3306/wp"
+    );
+    // Every Service the clone's configuration names exists and is the clone's.
+    for svc in ["mysql-blue", "wordpress-blue"] {
+        let s = env.get_json("shop", "service", svc).unwrap();
+        assert!(
+            s["spec"]["selector"]["app"]
+                .as_str()
+                .unwrap()
+                .ends_with("-blue"),
+            "{s:#}"
+        );
+    }
+    // The bare names in free text are listed, not guessed.
+    let undecided: Vec<&str> = report["undecided_references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(
+        undecided.iter().any(|u| u.contains("worker-blue")
+            && u.contains("env NOTE")
+            && u.contains("\"mysql\"")),
+        "{undecided:#?}"
+    );
+    assert!(
+        undecided
+            .iter()
+            .any(|u| u.contains("worker-config-blue") && u.contains("data key note")),
+        "{undecided:#?}"
+    );
+    assert_eq!(undecided.len(), 2, "{undecided:#?}");
+    // Provenance: well formed, no doubled '/'.
+    for (k, v) in d["metadata"]["annotations"].as_object().unwrap() {
+        if k.starts_with("coffer.dev/") {
+            assert!(
+                !k.contains("//") && !v.as_str().unwrap().contains("//"),
+                "{k}: {v}"
+            );
+        }
+    }
+    let origin = d["metadata"]["annotations"]["coffer.dev/clone-of"]
+        .as_str()
+        .unwrap();
+    let server = env.cluster.server_url();
+    let host = server.trim_start_matches("https://").trim_end_matches('/');
+    assert_eq!(origin, format!("{host}/shop/worker"));
+    // The original is untouched.
+    let orig = env.get_json("shop", "deployment", "worker").unwrap();
+    assert_eq!(
+        worker_env(&orig, "DB_URL"),
+        "postgres://user@mysql.shop.svc:3306/x"
+    );
+    assert_eq!(
+        env.get_json("shop", "configmap", "wp-config").unwrap()["data"]["WORDPRESS_DB_HOST"],
+        "mysql"
+    );
+
+    // An invalid target namespace is refused before anything is created.
+    let namespaces = env.kubectl(&["get", "namespaces", "-o", "name"]);
+    let out = env.resources("restore", &[&id, "--namespace-mapping", "shop=Bad_NS!"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Bad_NS!"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(
+        env.kubectl(&["get", "namespaces", "-o", "name"]),
+        namespaces
+    );
+
+    // A transform that removes /metadata fails that object, naming the rule and the
+    // object; the rest restores; the summary names namespace, kind and name.
+    let rules = env._dir.path().join("strip.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n- name: strip-metadata\n  match: {kind: ConfigMap, name: worker-config}\n  jsonPatch: [{op: remove, path: /metadata}]\n",
+    )
+    .unwrap();
+    let out = env.resources(
+        "restore",
+        &[
+            &id,
+            "--namespace-mapping",
+            "shop=tx",
+            "--transform",
+            rules.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = failed_results(&report);
+    assert_eq!(failed.len(), 1, "{report:#}");
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("strip-metadata") && reason.contains("removes /metadata"),
+        "{reason}"
+    );
+    assert!(reason.contains("shop/worker-config"), "{reason}");
+    assert!(
+        stderr(&out).contains("ConfigMap/worker-config (namespace tx)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.get_json("tx", "deployment", "worker").is_some());
 }

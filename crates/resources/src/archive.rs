@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use coffer_repo::progress::SharedProgress;
 use coffer_repo::{BlobKind, ChunkId, NewSnapshot, Repository, Snapshot, Writer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,7 +22,7 @@ use crate::{Error, Result};
 pub const CATALOG_FORMAT: u32 = 1;
 
 /// Where a backup was taken.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClusterInfo {
     /// The API server URL the backup read from.
     pub server: String,
@@ -34,35 +35,47 @@ pub struct ClusterInfo {
 }
 
 /// What the backup selected, recorded so that restore can reason about scope.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct RecordedSelection {
     /// Namespaces selected; empty with `all_namespaces`.
     pub namespaces: Vec<String>,
+    /// Whether every namespace was selected.
     pub all_namespaces: bool,
+    /// The label selector, if any.
     pub selector: Option<String>,
+    /// Resource types included (kubectl names; empty: all).
     pub include_resources: Vec<String>,
+    /// Resource types excluded (kubectl names).
     pub exclude_resources: Vec<String>,
+    /// Cluster-scoped objects: auto, include or exclude.
     pub cluster_resources: String,
 }
 
 /// One stored object.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     #[serde(rename = "apiVersion")]
+    /// The stored object's API version.
     pub api_version: String,
+    /// The kind.
     pub kind: String,
     /// Plural resource name in the stored version.
     pub resource: String,
+    /// The namespace; None for cluster-scoped objects.
     pub namespace: Option<String>,
+    /// The name.
     pub name: String,
     #[serde(default)]
+    /// The object's labels (for selectors at restore time).
     pub labels: BTreeMap<String, String>,
     /// Bytes of the stored JSON.
     pub size: u64,
+    /// The chunks of the object's JSON stream, in order.
     pub chunks: Vec<ChunkId>,
 }
 
 impl Entry {
+    /// The API group ("" for the core group).
     pub fn group(&self) -> &str {
         split_api_version(&self.api_version).0
     }
@@ -77,18 +90,30 @@ impl Entry {
 }
 
 /// The root stream of a resources snapshot.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
+    /// [`CATALOG_FORMAT`].
     pub format: u32,
+    /// The cluster the objects came from.
     pub cluster: ClusterInfo,
+    /// What the backup selected.
     pub selection: RecordedSelection,
     /// Every resource type that was collected (listed), objects or not.
     pub collected: Vec<ServedResource>,
+    /// One entry per stored object, sorted by group, kind, namespace and name.
     pub entries: Vec<Entry>,
 }
 
+/// The largest stored object read back (Kubernetes itself stores at most about 1.5 MiB
+/// per object); a catalog entry claiming more is damaged.
+pub const MAX_OBJECT_BYTES: u64 = 16 << 20;
+
+/// The largest catalog read back (about three million objects).
+pub const MAX_CATALOG_BYTES: u64 = 1 << 30;
+
 impl Catalog {
-    /// Reads the catalog of a resources snapshot.
+    /// Reads the catalog of a resources snapshot. The catalog is untrusted: it is read
+    /// chunk by chunk up to [`MAX_CATALOG_BYTES`] and checked by [`Catalog::from_bytes`].
     pub async fn load(repo: &Repository, snap: &Snapshot) -> Result<Catalog> {
         if snap.kind != coffer_repo::SnapshotKind::Resources {
             return Err(Error::Invalid(format!(
@@ -97,32 +122,56 @@ impl Catalog {
                 snap.kind
             )));
         }
-        let bytes = repo.read_stream(&snap.root).await?;
-        let catalog: Catalog = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Invalid(format!(
-                "the catalog of snapshot {} is damaged ({e}); run `coffer check --read-data`",
-                snap.id.short()
-            ))
-        })?;
+        let what = format!("the catalog of snapshot {}", snap.id.short());
+        let bytes = read_bounded(repo, &snap.root, MAX_CATALOG_BYTES, &what).await?;
+        Catalog::from_bytes(&bytes, &what)
+    }
+
+    /// Decodes and checks a catalog (`what` names it in errors). Never panics and
+    /// allocates in proportion to `bytes`: every entry must name a plausible object
+    /// (a size up to [`MAX_OBJECT_BYTES`], at most one chunk per byte, names Kubernetes
+    /// could have stored), or the catalog is reported damaged.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Catalog> {
+        let damaged = |cause: String| Error::Damaged {
+            what: what.to_string(),
+            cause,
+        };
+        if bytes.len() as u64 > MAX_CATALOG_BYTES {
+            return Err(damaged(format!(
+                "{} bytes, more than the {MAX_CATALOG_BYTES} a catalog may have",
+                bytes.len()
+            )));
+        }
+        let catalog: Catalog =
+            serde_json::from_slice(bytes).map_err(|e| damaged(crate::one_line(&e.to_string())))?;
         if catalog.format != CATALOG_FORMAT {
             return Err(Error::Invalid(format!(
-                "snapshot {} uses resources catalog format {}, this coffer reads {CATALOG_FORMAT}",
-                snap.id.short(),
+                "{what} uses resources catalog format {}, this coffer reads {CATALOG_FORMAT}",
                 catalog.format
             )));
+        }
+        for r in &catalog.collected {
+            check_resource(r).map_err(damaged)?;
+        }
+        for (i, e) in catalog.entries.iter().enumerate() {
+            check_entry(e).map_err(|m| damaged(format!("entry {i}: {m}")))?;
         }
         Ok(catalog)
     }
 
-    /// Reads one stored object.
+    /// The catalog as stored (JSON).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self)
+            .map_err(|e| Error::Invalid(format!("the catalog cannot be encoded: {e}")))
+    }
+
+    /// Reads one stored object: exactly the entry's size, a JSON object whose apiVersion,
+    /// kind, namespace and name are the entry's (so that what a restore selects by the
+    /// catalog is what it creates).
     pub async fn read_object(repo: &Repository, entry: &Entry) -> Result<Value> {
-        let bytes = repo.read_stream(&entry.chunks).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Invalid(format!(
-                "stored object {} is damaged ({e}); run `coffer check --read-data`",
-                entry.display()
-            ))
-        })
+        let what = format!("stored object {}", entry.display());
+        let bytes = read_bounded(repo, &entry.chunks, entry.size, &what).await?;
+        decode_object(&bytes, entry)
     }
 
     /// Finds entries by `KIND/NAME` (kind as kubectl accepts it: kind, plural or singular,
@@ -162,9 +211,122 @@ impl Catalog {
     }
 }
 
+/// Checks one decoded object against its entry.
+pub fn decode_object(bytes: &[u8], entry: &Entry) -> Result<Value> {
+    let damaged = |cause: String| Error::Damaged {
+        what: format!("stored object {}", entry.display()),
+        cause,
+    };
+    if bytes.len() as u64 != entry.size {
+        return Err(damaged(format!(
+            "{} bytes, the catalog says {}",
+            bytes.len(),
+            entry.size
+        )));
+    }
+    let obj: Value =
+        serde_json::from_slice(bytes).map_err(|e| damaged(crate::one_line(&e.to_string())))?;
+    let field = |p: &str| obj.pointer(p).and_then(Value::as_str);
+    let same = obj.is_object()
+        && field("/apiVersion") == Some(entry.api_version.as_str())
+        && field("/kind") == Some(entry.kind.as_str())
+        && field("/metadata/name") == Some(entry.name.as_str())
+        && field("/metadata/namespace") == entry.namespace.as_deref();
+    if !same {
+        return Err(damaged(
+            "its apiVersion, kind, namespace or name differ from the catalog's".into(),
+        ));
+    }
+    Ok(obj)
+}
+
+fn check_resource(r: &ServedResource) -> std::result::Result<(), String> {
+    for (what, v, may_be_empty) in [
+        ("group", &r.group, true),
+        ("version", &r.version, false),
+        ("resource", &r.resource, false),
+        ("kind", &r.kind, false),
+    ] {
+        if v.is_empty() && may_be_empty {
+            continue;
+        }
+        if let Some(p) = crate::names::path_segment_problem(v) {
+            return Err(format!("collected type with {what} {v:?}: {p}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_entry(e: &Entry) -> std::result::Result<(), String> {
+    let at = || e.display();
+    if e.size == 0 || e.size > MAX_OBJECT_BYTES {
+        return Err(format!(
+            "{} claims {} bytes (1 to {MAX_OBJECT_BYTES})",
+            at(),
+            e.size
+        ));
+    }
+    if e.chunks.is_empty() || e.chunks.len() as u64 > e.size {
+        return Err(format!(
+            "{} has {} chunks for {} bytes",
+            at(),
+            e.chunks.len(),
+            e.size
+        ));
+    }
+    let (group, version) = split_api_version(&e.api_version);
+    for (what, v, may_be_empty) in [
+        ("group", group, true),
+        ("version", version, false),
+        ("kind", e.kind.as_str(), false),
+        ("resource", e.resource.as_str(), false),
+        ("name", e.name.as_str(), false),
+    ] {
+        if v.is_empty() && may_be_empty {
+            continue;
+        }
+        if let Some(p) = crate::names::path_segment_problem(v) {
+            return Err(format!("{} has {what} {v:?}: {p}", at()));
+        }
+    }
+    if let Some(ns) = &e.namespace
+        && let Some(p) = crate::names::dns_label_problem(ns)
+    {
+        return Err(format!("{} has namespace {ns:?}: {p}", at()));
+    }
+    Ok(())
+}
+
+/// Reads a stream chunk by chunk, refusing it once it exceeds `limit` bytes (a damaged or
+/// hostile chunk list cannot make the reader allocate more than `limit`).
+async fn read_bounded(
+    repo: &Repository,
+    chunks: &[ChunkId],
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
+    use futures::StreamExt;
+    let mut out: Vec<u8> = Vec::new();
+    let mut parts = futures::stream::iter(chunks)
+        .map(|id| repo.read_chunk(id))
+        .buffered(4);
+    while let Some(part) = parts.next().await {
+        let part = part?;
+        if (out.len() + part.len()) as u64 > limit {
+            return Err(Error::Damaged {
+                what: what.to_string(),
+                cause: format!("its chunks hold more than the {limit} bytes expected"),
+            });
+        }
+        out.extend_from_slice(&part);
+    }
+    Ok(out)
+}
+
 /// Stores one object as its own stream and returns its catalog entry.
 pub async fn store_object(writer: &Writer, res: &ServedResource, obj: &Value) -> Result<Entry> {
-    let bytes = serde_json::to_vec(obj).expect("JSON values serialize");
+    let bytes = serde_json::to_vec(obj)
+        .map_err(|e| Error::Invalid(format!("an object cannot be encoded: {e}")))?;
     let chunks = writer.add_stream(BlobKind::Meta, &bytes).await?;
     let meta = &obj["metadata"];
     Ok(Entry {
@@ -191,9 +353,10 @@ pub async fn write_snapshot(
     tags: BTreeMap<String, String>,
     source: String,
     warnings: usize,
+    progress: &SharedProgress,
 ) -> Result<(Snapshot, u64)> {
     let writer = repo.writer().await?;
-    match write_with(&writer, cluster, selection, collected, objects).await {
+    match write_with(&writer, cluster, selection, collected, objects, progress).await {
         Ok((root, catalog_summary)) => {
             let bytes_new = writer.stats().bytes_new_stored;
             let mut summary = catalog_summary;
@@ -225,10 +388,15 @@ async fn write_with(
     selection: RecordedSelection,
     collected: Vec<ServedResource>,
     objects: &[(ServedResource, Value)],
+    progress: &SharedProgress,
 ) -> Result<(Vec<ChunkId>, Value)> {
     use futures::{StreamExt, TryStreamExt, stream};
     let entries: Vec<Entry> = stream::iter(objects.iter())
-        .map(|(r, o)| store_object(writer, r, o))
+        .map(|(r, o)| async move {
+            let e = store_object(writer, r, o).await;
+            progress.advance(1);
+            e
+        })
         .buffered(16)
         .try_collect()
         .await?;
@@ -245,10 +413,7 @@ async fn write_with(
         entries,
     };
     let root = writer
-        .add_stream(
-            BlobKind::Meta,
-            &serde_json::to_vec(&catalog).expect("catalog serializes"),
-        )
+        .add_stream(BlobKind::Meta, &catalog.to_bytes()?)
         .await?;
     Ok((root, summary))
 }

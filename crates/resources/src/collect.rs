@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use coffer_repo::Repository;
+use coffer_repo::progress::{SharedProgress, Unit};
 use futures::{StreamExt, stream};
+use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::{Client, Config};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::archive::{ClusterInfo, RecordedSelection, write_snapshot};
+use crate::client::Cluster;
 use crate::discovery::{Discovered, ServedResource};
 use crate::{Error, Result};
 
@@ -27,7 +29,9 @@ pub enum ClusterResources {
     /// `--all-namespaces`... no: see [`Selection`]).
     #[default]
     Auto,
+    /// Every cluster-scoped object of the selected types, and the `Auto` set.
     Include,
+    /// Only the Namespace objects of the selected namespaces.
     Exclude,
 }
 
@@ -46,6 +50,7 @@ impl std::str::FromStr for ClusterResources {
 }
 
 impl ClusterResources {
+    /// The flag value (`auto`, `include`, `exclude`).
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Auto => "auto",
@@ -68,24 +73,36 @@ impl ClusterResources {
 ///   set). With `Exclude`, only the Namespace objects.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
+    /// Namespaces to back up (ignored with `all_namespaces`).
     pub namespaces: Vec<String>,
+    /// Every namespace.
     pub all_namespaces: bool,
+    /// Label selector (kubectl syntax), evaluated by the API server.
     pub selector: Option<String>,
+    /// Only these resource types (kubectl names).
     pub include_resources: Vec<String>,
+    /// Never these resource types (kubectl names).
     pub exclude_resources: Vec<String>,
+    /// Which cluster-scoped objects come along.
     pub cluster_resources: ClusterResources,
 }
 
 /// What `resources backup` reports.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BackupSummary {
+    /// The new snapshot's id (hex).
     pub snapshot_id: String,
+    /// How many objects were stored.
     pub objects: usize,
+    /// Types that could not be listed, objects that could not be read.
     pub warnings: Vec<String>,
+    /// The namespaces backed up.
     pub namespaces: Vec<String>,
     /// Objects per resource type ("deployments.apps": 2).
     pub types: BTreeMap<String, usize>,
+    /// Bytes the repository grew by.
     pub bytes_new: u64,
+    /// Wall-clock seconds.
     pub duration_s: f64,
 }
 
@@ -151,61 +168,6 @@ pub fn object_not_stored(r: &ServedResource, obj: &Value) -> Option<&'static str
     }
 }
 
-/// Builds a client from a kubeconfig file (or the usual rules: KUBECONFIG, ~/.kube/config,
-/// in-cluster) and an optional context. Returns it with the context's default namespace.
-pub async fn client_from_kubeconfig(
-    kubeconfig: Option<&std::path::Path>,
-    context: Option<&str>,
-) -> Result<(Client, Config)> {
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..Default::default()
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                Error::Invalid(format!("cannot read kubeconfig {}: {e}", path.display()))
-            })?;
-            Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|e| Error::Invalid(format!("kubeconfig {}: {e}", path.display())))?
-        }
-        None if context.is_some() => Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| Error::Invalid(format!("kubeconfig: {e}")))?,
-        None => Config::infer().await.map_err(|e| {
-            Error::Invalid(format!(
-                "no Kubernetes configuration found ({e}); pass --kubeconfig or set KUBECONFIG"
-            ))
-        })?,
-    };
-    let client = Client::try_from(config.clone())?;
-    Ok((client, config))
-}
-
-/// Identifies the cluster: its URL, the kube-system namespace's uid and its version.
-/// An unreachable API server is an error here, before anything is written.
-pub async fn cluster_info(client: &Client, config: &Config) -> Result<ClusterInfo> {
-    let version = client.apiserver_version().await.map_err(|e| {
-        Error::Invalid(format!(
-            "cannot reach the Kubernetes API server at {}: {e}",
-            config.cluster_url
-        ))
-    })?;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let uid = namespaces
-        .get_opt("kube-system")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|n| n.metadata.uid);
-    Ok(ClusterInfo {
-        server: config.cluster_url.to_string(),
-        uid,
-        version: version.git_version,
-    })
-}
-
 /// Lists every object of one resource type (in one namespace, or all), page by page.
 pub async fn list_all(
     client: &Client,
@@ -239,15 +201,15 @@ pub async fn list_all(
 
 /// The object as JSON with apiVersion and kind set (list items may lack them).
 pub(crate) fn with_type(res: &ServedResource, obj: DynamicObject) -> Value {
-    let mut v = serde_json::to_value(&obj).expect("objects serialize");
-    let map = v.as_object_mut().expect("objects are JSON objects");
     // apiVersion and kind first, as kubectl prints them.
     let mut out = serde_json::Map::new();
     out.insert("apiVersion".into(), Value::String(res.api_version()));
     out.insert("kind".into(), Value::String(res.kind.clone()));
-    for (k, v) in std::mem::take(map) {
-        if k != "apiVersion" && k != "kind" {
-            out.insert(k, v);
+    if let Ok(Value::Object(map)) = serde_json::to_value(&obj) {
+        for (k, v) in map {
+            if k != "apiVersion" && k != "kind" {
+                out.insert(k, v);
+            }
         }
     }
     Value::Object(out)
@@ -326,15 +288,20 @@ pub fn selected_types<'a>(
 }
 
 /// Collects the selection and stores it as a resources snapshot.
+///
+/// Progress: stage "collecting" counts the objects listed (no total), then stage
+/// "storing" the objects written (total known).
 pub async fn backup(
     repo: &Repository,
-    client: &Client,
-    config: &Config,
+    cluster: &Cluster,
     sel: &Selection,
     tags: BTreeMap<String, String>,
+    progress: &SharedProgress,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
-    let cluster = cluster_info(client, config).await?;
+    let client = cluster.client();
+    let info = cluster.info().await?;
+    progress.stage("collecting", Unit::Items, None);
     let disc = Discovered::from_cluster(client).await?;
     let mut warnings = Vec::new();
     let types = selected_types(
@@ -371,7 +338,7 @@ pub async fn backup(
             None => {
                 return Err(Error::Invalid(format!(
                     "namespace {ns:?} does not exist in the cluster at {} (check --namespace and --context)",
-                    cluster.server
+                    info.server
                 )));
             }
         }
@@ -391,6 +358,9 @@ pub async fn backup(
     let listed: Vec<(&ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
         .map(|(r, ns)| async move {
             let res = list_all(client, r, ns.as_deref(), sel.selector.as_deref()).await;
+            if let Ok(items) = &res {
+                progress.advance(items.len() as u64);
+            }
             (r, res)
         })
         .buffer_unordered(8)
@@ -400,10 +370,11 @@ pub async fn backup(
     for (r, res) in listed {
         match res {
             Ok(items) => objects.extend(items.into_iter().map(|o| (r.clone(), o))),
-            Err(Error::Kube(kube::Error::Api(ae))) if ae.code == 400 => {
+            Err(Error::Api {
+                code: 400, message, ..
+            }) => {
                 return Err(Error::Invalid(format!(
-                    "the API server rejected the selection: {} (check --selector)",
-                    ae.message
+                    "the API server rejected the selection: {message} (check --selector)"
                 )));
             }
             Err(e) => warnings.push(format!("could not list {}: {e}", r.group_resource())),
@@ -484,9 +455,9 @@ pub async fn backup(
         *type_counts.entry(r.group_resource()).or_insert(0) += 1;
     }
     let source = if sel.all_namespaces {
-        format!("{}/*", cluster_name(&cluster))
+        format!("{}/*", cluster_name(&info))
     } else {
-        format!("{}/{}", cluster_name(&cluster), namespaces.join(","))
+        format!("{}/{}", cluster_name(&info), namespaces.join(","))
     };
     let selection = RecordedSelection {
         namespaces: namespaces.clone(),
@@ -496,15 +467,17 @@ pub async fn backup(
         exclude_resources: sel.exclude_resources.clone(),
         cluster_resources: sel.cluster_resources.as_str().into(),
     };
+    progress.stage("storing", Unit::Items, Some(objects.len() as u64));
     let (snap, bytes_new) = write_snapshot(
         repo,
-        cluster,
+        info,
         selection,
         collected,
         &objects,
         tags,
         source,
         warnings.len(),
+        progress,
     )
     .await?;
     let mut summary = BackupSummary {

@@ -21,8 +21,11 @@ use thiserror::Error;
 /// unchanged and there are no notes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {
+    /// The object in the target version.
     pub object: Value,
+    /// The stored API version.
     pub from: String,
+    /// The API version converted to (equal to `from` when nothing changed).
     pub to: String,
     /// One line each: what was lossy, what default was pinned, what to check.
     pub notes: Vec<String>,
@@ -38,40 +41,64 @@ impl Converted {
 /// Why an object cannot be restored in the target cluster's API versions.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConvertError {
+    /// The stored version is unserved and coffer knows no move for it.
     #[error(
         "apiVersion {api_version} kind {kind} is not served by the target cluster and coffer knows no conversion; transform it with --transform (jsonPatch on /apiVersion) or install the API"
     )]
-    Unknown { api_version: String, kind: String },
+    Unknown {
+        /// The stored API version.
+        api_version: String,
+        /// The kind.
+        kind: String,
+    },
+    /// The stored version is unserved and no successor is served.
     #[error(
         "apiVersion {api_version} kind {kind} is not served by the target cluster, nor is any successor coffer can convert to ({successors}); install one of those API versions or exclude the object"
     )]
     NoServedSuccessor {
+        /// The stored API version.
         api_version: String,
+        /// The kind.
         kind: String,
+        /// The successors coffer could convert to, comma-separated.
         successors: String,
     },
+    /// The API was removed without a successor.
     #[error("apiVersion {api_version} kind {kind} cannot be restored: {reason}")]
     Removed {
+        /// The stored API version.
         api_version: String,
+        /// The kind.
         kind: String,
+        /// Why, and what to do instead.
         reason: String,
     },
+    /// The object cannot be reshaped for the successor.
     #[error("{api_version} {kind} {name} cannot be converted to {to}: {reason}")]
     Invalid {
+        /// The stored API version.
         api_version: String,
+        /// The kind.
         kind: String,
+        /// `namespace/name` of the object.
         name: String,
+        /// The successor it was converted to.
         to: String,
+        /// What is wrong with the object.
         reason: String,
     },
     /// Objects that are never restored when their API is gone (events); callers treat
     /// this as "skip", not as a failure.
     #[error("apiVersion {api_version} kind {kind} is skipped: {reason}")]
     Skip {
+        /// The stored API version.
         api_version: String,
+        /// The kind.
         kind: String,
+        /// Why it is skipped.
         reason: String,
     },
+    /// The stored object lacks apiVersion or kind.
     #[error("stored object has no {0}; it is not a Kubernetes object and cannot be restored")]
     Malformed(&'static str),
 }
@@ -590,8 +617,8 @@ fn crd(obj: &mut Value, ctx: &Ctx, notes: &mut Notes) -> Result<(), String> {
                 };
                 structural(m, &format!("version {name} schema"), true, notes)?;
                 if preserve {
-                    m.insert("x-kubernetes-preserve-unknown-fields".into(), json!(true));
-                    notes.add("spec.preserveUnknownFields was true (the v1beta1 default); set x-kubernetes-preserve-unknown-fields: true on each schema root so unknown fields are still kept");
+                    preserve_unknown_fields(m, true);
+                    notes.add("spec.preserveUnknownFields was true (the v1beta1 default): set x-kubernetes-preserve-unknown-fields: true on every object of the schema, nested ones included, so the API server keeps every field it kept before");
                 }
                 s
             }
@@ -656,7 +683,7 @@ fn crd(obj: &mut Value, ctx: &Ctx, notes: &mut Notes) -> Result<(), String> {
     if protected {
         let meta = obj
             .as_object_mut()
-            .expect("object")
+            .ok_or("not an object")?
             .entry("metadata")
             .or_insert_with(|| json!({}));
         if let Some(meta) = meta.as_object_mut() {
@@ -678,6 +705,34 @@ fn crd(obj: &mut Value, ctx: &Ctx, notes: &mut Notes) -> Result<(), String> {
 }
 
 const JUNCTORS: [&str; 3] = ["allOf", "anyOf", "oneOf"];
+
+/// Marks every object of a schema `x-kubernetes-preserve-unknown-fields: true`: a v1beta1
+/// CRD with `preserveUnknownFields` pruned nothing, while apiextensions.k8s.io/v1 prunes
+/// unknown fields at every object that lacks the marker, nested ones included. Maps
+/// (`additionalProperties`) keep their keys anyway; the root's `metadata` may not carry
+/// it; allOf/anyOf/oneOf/not may not carry any x-kubernetes-* keyword.
+fn preserve_unknown_fields(s: &mut Map<String, Value>, root: bool) {
+    let is_object = s.get("type").and_then(Value::as_str) == Some("object");
+    if is_object && !s.contains_key("additionalProperties") {
+        s.insert("x-kubernetes-preserve-unknown-fields".into(), json!(true));
+    }
+    if let Some(Value::Object(props)) = s.get_mut("properties") {
+        for (k, p) in props.iter_mut() {
+            if root && k == "metadata" {
+                continue;
+            }
+            if let Some(p) = p.as_object_mut() {
+                preserve_unknown_fields(p, false);
+            }
+        }
+    }
+    if let Some(Value::Object(items)) = s.get_mut("items") {
+        preserve_unknown_fields(items, false);
+    }
+    if let Some(Value::Object(ap)) = s.get_mut("additionalProperties") {
+        preserve_unknown_fields(ap, false);
+    }
+}
 
 /// Makes a v1beta1 schema structural, as apiextensions.k8s.io/v1 requires, noting every
 /// change: types inferred or replaced by x-kubernetes-preserve-unknown-fields, forbidden
@@ -703,6 +758,18 @@ fn structural(
     }
     if s.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(false)) {
         s.shift_remove("x-kubernetes-preserve-unknown-fields");
+    }
+    if s.get("properties").is_some_and(|p| !p.is_object()) {
+        return Err(format!(
+            "{at}: properties is not a map of field names to schemas; fix the CRD with --transform or exclude it"
+        ));
+    }
+    if let Some(Value::Object(props)) = s.get("properties")
+        && let Some((k, _)) = props.iter().find(|(_, p)| !p.is_object())
+    {
+        return Err(format!(
+            "{at}.{k}: the schema of a field must be a map; fix the CRD with --transform or exclude it"
+        ));
     }
     let has_type = s
         .get("type")
@@ -796,7 +863,7 @@ fn structural(
         let mut cleaned: Vec<Value> = Vec::new();
         for mut j in junctions {
             if let Some(jm) = j.as_object_mut() {
-                junction(jm, s, at, notes);
+                junction(jm, s, at, notes)?;
             }
             cleaned.push(j);
         }
@@ -804,12 +871,16 @@ fn structural(
         for j in JUNCTORS {
             if let Some(Value::Array(list)) = s.get_mut(j) {
                 for slot in list.iter_mut() {
-                    *slot = it.next().expect("same count");
+                    if let Some(clean) = it.next() {
+                        *slot = clean;
+                    }
                 }
             }
         }
-        if s.contains_key("not") {
-            s.insert("not".into(), it.next().expect("same count"));
+        if s.contains_key("not")
+            && let Some(clean) = it.next()
+        {
+            s.insert("not".into(), clean);
         }
     }
     Ok(())
@@ -834,7 +905,7 @@ fn junction(
     outer: &mut Map<String, Value>,
     at: &str,
     notes: &mut Notes,
-) {
+) -> Result<(), String> {
     let forbidden = [
         "type",
         "description",
@@ -852,19 +923,28 @@ fn junction(
     if dropped {
         notes.add(format!("{at}: dropped type, description, default, nullable, additionalProperties and x-kubernetes-* inside allOf/anyOf/oneOf/not, which structural schemas forbid"));
     }
+    if j.get("properties").is_some_and(|p| !p.is_object()) {
+        return Err(format!(
+            "{at}: properties inside allOf/anyOf/oneOf/not is not a map of field names to schemas"
+        ));
+    }
     if let Some(Value::Object(jprops)) = j.get_mut("properties") {
         for (k, jp) in jprops.iter_mut() {
-            let outer_props = outer
+            let Some(outer_props) = outer
                 .entry("properties")
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
-                .expect("properties is an object");
+            else {
+                return Err(format!(
+                    "{at}: properties is not a map of field names to schemas"
+                ));
+            };
             let op = outer_props.entry(k.clone()).or_insert_with(|| {
                 notes.add(format!("{at}: field {k} appears only inside allOf/anyOf/oneOf/not; added it as x-kubernetes-preserve-unknown-fields"));
                 json!({"x-kubernetes-preserve-unknown-fields": true})
             });
             if let (Some(jp), Some(op)) = (jp.as_object_mut(), op.as_object_mut()) {
-                junction(jp, op, &format!("{at}.{k}"), notes);
+                junction(jp, op, &format!("{at}.{k}"), notes)?;
             }
         }
     }
@@ -874,21 +954,22 @@ fn junction(
             json!({"x-kubernetes-preserve-unknown-fields": true})
         });
         if let Some(oi) = oi.as_object_mut() {
-            junction(ji, oi, &format!("{at}[]"), notes);
+            junction(ji, oi, &format!("{at}[]"), notes)?;
         }
     }
     for jn in JUNCTORS {
         if let Some(Value::Array(list)) = j.get_mut(jn) {
             for x in list.iter_mut() {
                 if let Some(x) = x.as_object_mut() {
-                    junction(x, outer, at, notes);
+                    junction(x, outer, at, notes)?;
                 }
             }
         }
     }
     if let Some(Value::Object(n)) = j.get_mut("not") {
-        junction(n, outer, at, notes);
+        junction(n, outer, at, notes)?;
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -928,7 +1009,7 @@ fn hpa_v2beta1(obj: &mut Value, ctx: &Ctx, notes: &mut Notes) -> Result<(), Stri
     }
     if obj
         .as_object_mut()
-        .expect("object")
+        .ok_or("not an object")?
         .shift_remove("status")
         .is_some()
     {
@@ -1128,7 +1209,7 @@ fn endpoint_slice(obj: &mut Value, _ctx: &Ctx, notes: &mut Notes) -> Result<(), 
 }
 
 fn runtime_class_alpha(obj: &mut Value, _ctx: &Ctx, _notes: &mut Notes) -> Result<(), String> {
-    let o = obj.as_object_mut().expect("object");
+    let o = obj.as_object_mut().ok_or("not an object")?;
     let Some(Value::Object(spec)) = o.shift_remove("spec") else {
         return Err("node.k8s.io/v1alpha1 RuntimeClass has no spec".into());
     };
@@ -1191,6 +1272,9 @@ fn structural_problem(s: &Value, at: &str, root: bool) -> Result<(), String> {
         if m.contains_key(k) {
             return Err(format!("{at}: forbidden {k}"));
         }
+    }
+    if m.get("properties").is_some_and(|p| !p.is_object()) {
+        return Err(format!("{at}: properties is not a map"));
     }
     if let Some(props) = m.get("properties").and_then(Value::as_object) {
         for (k, p) in props {

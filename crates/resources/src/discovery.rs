@@ -19,16 +19,22 @@ use crate::{Error, Result};
 pub struct ServedResource {
     /// "" for the core group.
     pub group: String,
+    /// The version ("v1").
     pub version: String,
+    /// The kind ("Deployment").
     pub kind: String,
     /// The plural name used in URLs ("deployments").
     pub resource: String,
     #[serde(default)]
+    /// The singular name ("deployment").
     pub singular: String,
     #[serde(default)]
+    /// Short names ("deploy").
     pub short_names: Vec<String>,
+    /// Whether objects live in namespaces.
     pub namespaced: bool,
     #[serde(default)]
+    /// The verbs the server allows (list, get, create, ...).
     pub verbs: Vec<String>,
     /// Whether `status` is a subresource (then the main resource ignores it on create).
     #[serde(default)]
@@ -36,6 +42,7 @@ pub struct ServedResource {
 }
 
 impl ServedResource {
+    /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         api_version(&self.group, &self.version)
     }
@@ -49,6 +56,7 @@ impl ServedResource {
         }
     }
 
+    /// kube-rs's description of the resource, for dynamic APIs.
     pub fn api_resource(&self) -> ApiResource {
         ApiResource {
             group: self.group.clone(),
@@ -59,6 +67,7 @@ impl ServedResource {
         }
     }
 
+    /// Whether the server allows `verb` on this resource.
     pub fn can(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb)
     }
@@ -91,6 +100,7 @@ impl ServedResource {
     }
 }
 
+/// `group/version`, or `version` for the core group.
 pub fn api_version(group: &str, version: &str) -> String {
     if group.is_empty() {
         version.to_string()
@@ -231,9 +241,15 @@ impl Discovered {
 
     /// The served resource for (group, kind) in the preferred version, if any.
     pub fn by_kind(&self, group: &str, kind: &str) -> Option<&ServedResource> {
-        self.preferred_resources()
-            .into_iter()
-            .find(|r| r.group == group && r.kind == kind)
+        // What `preferred_resources` would list first for this kind, without sorting
+        // everything (planners call this once per reference).
+        let preferred = self.preferred.get(group);
+        self.resources
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.group == group && r.kind == kind)
+            .min_by_key(|(i, r)| (r.resource.as_str(), preferred != Some(&r.version), *i))
+            .map(|(_, r)| r)
     }
 
     /// The resource serving exactly this apiVersion and kind.
@@ -314,6 +330,29 @@ mod tests {
             verbs: vec!["list".into()],
             status_subresource: true,
         }
+    }
+
+    #[test]
+    fn by_kind_picks_the_preferred_version() {
+        let v1 = deploy();
+        let beta = ServedResource {
+            version: "v1beta1".into(),
+            ..deploy()
+        };
+        let mut disc = Discovered {
+            resources: vec![beta.clone(), v1.clone()],
+            preferred: BTreeMap::from([("apps".to_string(), "v1".to_string())]),
+        };
+        assert_eq!(disc.by_kind("apps", "Deployment"), Some(&v1));
+        assert_eq!(
+            disc.by_kind("apps", "Deployment"),
+            disc.preferred_resources()
+                .into_iter()
+                .find(|r| r.kind == "Deployment")
+        );
+        disc.preferred.clear();
+        assert_eq!(disc.by_kind("apps", "Deployment"), Some(&beta));
+        assert_eq!(disc.by_kind("batch", "Deployment"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use coffer_repo::Repository;
+use coffer_repo::progress::{SharedProgress, Unit};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -96,7 +97,14 @@ pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(ServedResource, Value)>> {
             } else {
                 vec![v]
             };
-            for o in items {
+            for mut o in items {
+                // An empty namespace is no namespace (kubectl writes it for cluster
+                // objects); the catalog records only real ones.
+                if o["metadata"]["namespace"].as_str() == Some("")
+                    && let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    meta.remove("namespace");
+                }
                 let (Some(api_version), Some(kind), Some(name)) = (
                     o["apiVersion"].as_str(),
                     o["kind"].as_str(),
@@ -110,6 +118,33 @@ pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(ServedResource, Value)>> {
                 };
                 let ns = o["metadata"]["namespace"].as_str().map(str::to_string);
                 let (group, version) = split_api_version(api_version);
+                let bad_name = crate::names::path_segment_problem(name)
+                    .map(|p| format!("name {name:?}: {p}"))
+                    .or_else(|| {
+                        let ns = ns.as_deref()?;
+                        crate::names::dns_label_problem(ns)
+                            .map(|p| format!("namespace {ns:?}: {p}"))
+                    })
+                    .or_else(|| {
+                        [group, version, kind]
+                            .into_iter()
+                            .filter(|v| !v.is_empty())
+                            .find_map(|v| {
+                                crate::names::path_segment_problem(v).map(|p| format!("{v:?}: {p}"))
+                            })
+                    })
+                    .or_else(|| {
+                        version
+                            .is_empty()
+                            .then(|| "apiVersion has no version".to_string())
+                    });
+                if let Some(problem) = bad_name {
+                    return Err(Error::Invalid(format!(
+                        "{}: document {}: {kind} {name:?} is not a valid Kubernetes object ({problem})",
+                        f.display(),
+                        i + 1
+                    )));
+                }
                 if !seen.insert((
                     group.to_string(),
                     kind.to_string(),
@@ -147,9 +182,11 @@ pub async fn import(
     paths: &[PathBuf],
     origin: &str,
     tags: BTreeMap<String, String>,
+    progress: &SharedProgress,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     let objects = read_objects(paths)?;
+    progress.stage("storing", Unit::Items, Some(objects.len() as u64));
     let mut collected: Vec<ServedResource> = Vec::new();
     let mut types = BTreeMap::new();
     let mut namespaces = BTreeSet::new();
@@ -183,6 +220,7 @@ pub async fn import(
         tags,
         format!("import:{origin}"),
         0,
+        progress,
     )
     .await?;
     Ok(BackupSummary {

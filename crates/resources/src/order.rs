@@ -51,9 +51,13 @@ pub fn rank(group: &str, kind: &str, namespaced: bool) -> u32 {
 
 /// An item to order: its rank, its sort key and the owner uids it points at.
 pub struct Orderable<'a> {
+    /// The kind's rank ([`rank`]).
     pub rank: u32,
+    /// Sort key inside a rank: (namespace, kind, name).
     pub key: (String, String, String),
+    /// The stored object's uid.
     pub uid: Option<&'a str>,
+    /// The uids of its owners.
     pub owners: Vec<&'a str>,
 }
 

@@ -17,6 +17,7 @@ pub fn pod_spec<'a>(r: &ServedResource, o: &'a Value) -> Option<&'a Value> {
     o.pointer(p)
 }
 
+/// The pod spec inside an object of a workload kind, mutable (see [`pod_spec`]).
 pub fn pod_spec_mut<'a>(group: &str, kind: &str, o: &'a mut Value) -> Option<&'a mut Value> {
     let p = pod_spec_pointer(group, kind)?;
     o.pointer_mut(p)
@@ -49,8 +50,11 @@ fn pod_spec_pointer(group: &str, kind: &str) -> Option<&'static str> {
 /// for cluster-scoped kinds).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reference {
+    /// The referenced object's API group ("" for core).
     pub group: &'static str,
+    /// The referenced object's kind.
     pub kind: &'static str,
+    /// Its name.
     pub name: String,
     /// Whether the object cannot work without it (an `optional: true` volume or env
     /// source is not required).

@@ -6,10 +6,12 @@
 //! the pieces controllers add to the objects they generate. Owner references are not
 //! touched here: the restore run rewrites them once it knows the new uids.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What the sanitiser needs to know about the restore.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SanitizeOptions {
     /// Keep Service nodePorts (they may collide in the target).
     pub preserve_node_ports: bool,
@@ -95,8 +97,10 @@ pub fn sanitize(group: &str, kind: &str, obj: &mut Value, opts: &SanitizeOptions
             if let Some(secrets) = obj.get_mut("secrets").and_then(Value::as_array_mut) {
                 let prefix = format!("{name}-token-");
                 secrets.retain(|s| !s["name"].as_str().is_some_and(|n| n.starts_with(&prefix)));
-                if secrets.is_empty() {
-                    obj.as_object_mut().unwrap().remove("secrets");
+                if secrets.is_empty()
+                    && let Some(o) = obj.as_object_mut()
+                {
+                    o.remove("secrets");
                 }
             }
         }
@@ -169,11 +173,10 @@ fn remove_annotations(obj: &mut Value, names: &[&str]) {
         for n in names {
             a.remove(*n);
         }
-        if a.is_empty() {
-            obj["metadata"]
-                .as_object_mut()
-                .unwrap()
-                .remove("annotations");
+        if a.is_empty()
+            && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("annotations");
         }
     }
 }

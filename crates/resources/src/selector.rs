@@ -46,7 +46,9 @@ pub enum Operator {
 /// One requirement of a selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
+    /// The label key.
     pub key: String,
+    /// How the key's value is tested.
     pub operator: Operator,
     /// Sorted and deduplicated for the set operators; one value for the others; empty for
     /// `Exists` / `DoesNotExist`.
@@ -155,6 +157,7 @@ impl LabelSelector {
         self.requirements.is_empty()
     }
 
+    /// The requirements, all of which must hold.
     pub fn requirements(&self) -> &[Requirement] {
         &self.requirements
     }

@@ -816,7 +816,8 @@ fn crd_preserve_unknown_fields_default_and_missing_schema() {
     assert!(has_note(&c, "version v1 had no schema"));
     assert!(has_note(&c, "version v1beta1 had no schema"));
 
-    // A schema with preserveUnknownFields unset gets the marker on its root.
+    // A schema with preserveUnknownFields unset gets the marker on every object, nested
+    // ones included (v1beta1 pruned none of their fields).
     let c = convert(json!({
         "apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
         "metadata": {"name": "things.example.com"},
@@ -828,7 +829,8 @@ fn crd_preserve_unknown_fields_default_and_missing_schema() {
         &c.object["spec"]["versions"],
         &json!([{
             "name": "v1", "served": true, "storage": true,
-            "schema": {"openAPIV3Schema": {"properties": {"spec": {"properties": {"size": {"type": "string"}}, "type": "object"}},
+            "schema": {"openAPIV3Schema": {"properties": {"spec": {"properties": {"size": {"type": "string"}}, "type": "object",
+                                                                   "x-kubernetes-preserve-unknown-fields": true}},
                                            "type": "object", "x-kubernetes-preserve-unknown-fields": true}}
         }]),
         "/spec/versions",
@@ -1007,4 +1009,87 @@ fn crd_errors_and_protected_groups() {
         c.object["metadata"]["annotations"]["api-approved.kubernetes.io"],
         json!("https://github.com/kubernetes/enhancements/pull/1111")
     );
+}
+
+#[test]
+fn crd_v1beta1_preserve_unknown_fields_marks_nested_objects() {
+    // v1beta1 with preserveUnknownFields (the default) pruned nothing; in v1 every object
+    // of the schema must carry the marker or its unknown fields are pruned.
+    let c = convert(json!({
+        "apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"},
+                 "version": "v1",
+                 "validation": {"openAPIV3Schema": {"type": "object", "properties": {
+                     "metadata": {"type": "object"},
+                     "spec": {"type": "object", "properties": {
+                         "size": {"type": "integer"},
+                         "server": {"type": "object", "properties": {"port": {"type": "integer"}}},
+                         "rules": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "string"}}}},
+                         "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+                     }}
+                 }}}}
+    }));
+    let schema = &c.object["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let marked = |p: &str| {
+        schema
+            .pointer(p)
+            .and_then(|s| s.get("x-kubernetes-preserve-unknown-fields"))
+            == Some(&json!(true))
+    };
+    for p in [
+        "",
+        "/properties/spec",
+        "/properties/spec/properties/server",
+        "/properties/spec/properties/rules/items",
+    ] {
+        assert!(marked(p), "{p} not marked: {schema:#}");
+    }
+    // Not where v1 forbids it or where it means nothing.
+    assert!(!marked("/properties/metadata"), "{schema:#}");
+    assert!(!marked("/properties/spec/properties/labels"), "{schema:#}");
+    assert!(!marked("/properties/spec/properties/size"), "{schema:#}");
+    check_structural(schema).unwrap();
+    // preserveUnknownFields: false pruned before too: no markers added.
+    let c = convert(json!({
+        "apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"},
+                 "version": "v1", "preserveUnknownFields": false,
+                 "validation": {"openAPIV3Schema": {"type": "object", "properties": {
+                     "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}
+    }));
+    assert!(
+        !c.object
+            .to_string()
+            .contains("x-kubernetes-preserve-unknown-fields"),
+        "{:#}",
+        c.object
+    );
+}
+
+#[test]
+fn crd_schema_properties_that_are_not_maps_are_errors() {
+    for schema in [
+        json!({"type": "object", "properties": ["spec", "status"]}),
+        json!({"type": "object", "properties": {"spec": "a string"}}),
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": 3}}}),
+        json!({"type": "object", "properties": "x", "anyOf": [{"properties": {"a": {}}}]}),
+        json!({"type": "object", "properties": {"a": {"type": "string"}}, "anyOf": [{"properties": [1]}]}),
+    ] {
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "things.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"},
+                     "version": "v1", "validation": {"openAPIV3Schema": schema.clone()}}
+        });
+        let err = convert_for_target(&crd, &served_1_26)
+            .expect_err(&schema.to_string())
+            .to_string();
+        assert!(
+            err.contains("not a map") || err.contains("must be a map"),
+            "{schema}: {err}"
+        );
+        assert!(!err.contains('\n'));
+    }
 }

@@ -1555,3 +1555,44 @@ fn object_info_display() {
     );
     assert_eq!(pv_info("pv1").to_string(), "v1 PersistentVolume pv1");
 }
+
+// ---------------------------------------------------------------------------------------
+// Required fields
+
+#[test]
+fn removing_required_fields_is_an_error_naming_rule_and_object() {
+    for (path, what) in [
+        ("/metadata", "/metadata"),
+        ("/metadata/name", "/metadata/name"),
+        ("/kind", "/kind"),
+        ("/apiVersion", "/apiVersion"),
+    ] {
+        let text = format!("rules:\n- name: strip\n  jsonPatch: [{{op: remove, path: {path}}}]\n");
+        let set = TransformSet::from_yaml(&text, "t.yaml").unwrap();
+        let mut d = deployment("prod", "web", 1);
+        let before = d.clone();
+        let Err(Error::Invalid(m)) = set.apply(&deploy_info("prod", "web"), &mut d) else {
+            panic!("removing {path} must be an error")
+        };
+        assert!(
+            m.contains("\"strip\"") && m.contains("t.yaml rules[0]"),
+            "{m}"
+        );
+        assert!(m.contains("apps/v1 Deployment prod/web"), "{m}");
+        assert!(m.contains(&format!("removes {what}")), "{m}");
+        assert!(!m.contains('\n'), "{m}");
+        assert_eq!(d, before, "the object stays as the earlier rules made it");
+    }
+    // A merge patch that nulls metadata is caught the same way.
+    let set =
+        TransformSet::from_yaml("rules:\n- mergePatch: {metadata: null}\n", "m.yaml").unwrap();
+    let mut d = deployment("prod", "web", 1);
+    let m = set
+        .apply(&deploy_info("prod", "web"), &mut d)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("m.yaml rules[0]") && m.contains("removes /metadata"),
+        "{m}"
+    );
+}
