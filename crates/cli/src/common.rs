@@ -141,18 +141,6 @@ pub fn interactive() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// A spinner for work of unknown size; hidden when stderr is not a terminal.
-pub fn spinner(message: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, draw_target());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {pos}")
-            .expect("valid template"),
-    );
-    bar.set_message(message.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 /// The CLI's receiver of engine progress: one bar on a terminal (bytes with rate and ETA,
 /// or a count of items), nothing otherwise; warnings are printed above the bar.
 pub struct ProgressBars {

@@ -325,7 +325,11 @@ fn kubectl_against_coffer_dev_cluster() {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The watch is running once it has listed what exists (the namespace's root CA).
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("kubectl get -w lists the existing ConfigMaps");
+    assert!(first.starts_with("configmap/"), "{first}");
     kubectl(
         &kc,
         &[
@@ -391,8 +395,14 @@ fn kubectl_against_coffer_dev_cluster() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    std::thread::sleep(Duration::from_millis(300));
-    let left: Vec<i32> = procs.into_iter().filter(|p| alive(*p)).collect();
+    // Its children are reaped by it before it exits; wait (with a deadline) for the
+    // grandchildren the kernel reparents.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = procs;
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left.retain(|p| alive(*p));
+    }
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 

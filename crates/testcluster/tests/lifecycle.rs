@@ -69,7 +69,12 @@ async fn two_clusters_side_by_side_and_nothing_left_behind() {
     assert!(pids.iter().all(|p| common::alive(*p)));
     c1.stop().await;
     drop(c2); // drop also ends every process
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let left: Vec<i32> = pids.into_iter().filter(|p| common::alive(*p)).collect();
+    // Killed processes are reaped by their parents: wait for that, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left: Vec<i32> = pids.clone();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left.retain(|p| common::alive(*p));
+    }
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -34,6 +34,26 @@ async fn exec(pods: &Api<Pod>, pod: &str, cmd: &str) -> String {
     out
 }
 
+/// Whether `cmd` exits 0 in the pod.
+async fn exec_succeeds(pods: &Api<Pod>, pod: &str, cmd: &str) -> bool {
+    let Ok(mut p) = pods
+        .exec(
+            pod,
+            ["sh", "-c", cmd],
+            &AttachParams::default().stderr(false).stdout(false),
+        )
+        .await
+    else {
+        return false;
+    };
+    let Some(status) = p.take_status() else {
+        return false;
+    };
+    status
+        .await
+        .is_some_and(|s| s.status.as_deref() == Some("Success"))
+}
+
 async fn wait_ready(api: &Api<DynamicObject>, name: &str) -> DynamicObject {
     for _ in 0..300 {
         if let Some(o) = api.get_opt(name).await.unwrap()
@@ -131,8 +151,18 @@ async fn snapshot_restore_group_snapshot_and_changed_blocks() {
     // WaitForFirstConsumer PVC got bound when the pod was scheduled.
     wait_bound(&pvcs, "blk").await;
 
-    // VolumeSnapshot of a, then a PVC restored from it holds the data.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // VolumeSnapshot of a, then a PVC restored from it holds the data (once the app has
+    // written it and is in its loop).
+    until("the app wrote /a/file and started its loop", 30, || async {
+        exec_succeeds(
+            &pods,
+            "app",
+            "test -s /a/file && test -s /a/n && test -s /b/n",
+        )
+        .await
+        .then_some(())
+    })
+    .await;
     snaps.create(&PostParams::default(), &obj(json!({
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
         "metadata": {"name": "snap-a"}, "spec": {"source": {"persistentVolumeClaimName": "a"}},
@@ -481,7 +511,8 @@ async fn populator_clone_static_snapshot_and_expansion() {
         snaps.get_opt("kept").await.unwrap().is_none().then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The VolumeSnapshot is gone only after the controller released it, so the Retain
+    // content must be there now.
     assert!(contents.get_opt(&content_name).await.unwrap().is_some());
     contents
         .delete(&content_name, &DeleteParams::default())

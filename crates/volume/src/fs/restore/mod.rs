@@ -3,11 +3,11 @@
 //! The tree is validated first ([`Validation`]); refused entries (and whatever lies
 //! beneath a refused directory) are reported through [`Progress::warn`](crate::Progress)
 //! and in [`RestoreSummary::refused`], and everything else restores. Then, in order:
-//! directories, symlinks, device nodes and empty files ([`at`] creates everything beneath
+//! directories, symlinks, device nodes and empty files (`at` creates everything beneath
 //! directory descriptors, never following a symlink); file contents, chunks fetched pack
-//! by pack and written in parallel lanes ([`files`]); hard links, each to a regular file
+//! by pack and written in parallel lanes (`files`); hard links, each to a regular file
 //! this run restored; and last the metadata of directories, symlinks and nodes, deepest
-//! first ([`meta`]). A restore returns once its data is on disk.
+//! first (`meta`). A restore returns once its data is on disk.
 
 mod at;
 mod files;
