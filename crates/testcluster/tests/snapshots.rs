@@ -40,12 +40,16 @@ async fn exec_succeeds(pods: &Api<Pod>, pod: &str, cmd: &str) -> bool {
         .exec(
             pod,
             ["sh", "-c", cmd],
-            &AttachParams::default().stderr(false).stdout(false),
+            &AttachParams::default().stderr(false),
         )
         .await
     else {
         return false;
     };
+    let mut out = String::new();
+    if let Some(mut stdout) = p.stdout() {
+        let _ = stdout.read_to_string(&mut out).await;
+    }
     let Some(status) = p.take_status() else {
         return false;
     };
