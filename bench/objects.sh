@@ -15,14 +15,14 @@ root=$(pwd)
 OBJECTS=${OBJECTS:-10000}
 ROUNDS=${ROUNDS:-3}
 work=${WORK:-$root/bench/work-objects}
-export KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$(/work/shared/k8s/assets 2>/dev/null || true)}
+export KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$("$root/../shared/k8s/assets" 2>/dev/null || true)}
 [ -n "$KUBEBUILDER_ASSETS" ] || { echo "set KUBEBUILDER_ASSETS (the kube-apiserver and etcd binaries)" >&2; exit 1; }
 command -v kubectl >/dev/null || { echo "kubectl is needed (apt-get install kubernetes-client)" >&2; exit 1; }
 
 bins=("$@")
 if [ ${#bins[@]} -eq 0 ]; then
   echo "==> building coffer (release)" >&2
-  cargo build -q --release -j2 -p coffer
+  cargo build -q --release -j2 -p coffer --features dev-cluster
   bins=("coffer=$root/target/release/coffer")
 fi
 first_bin=${bins[0]#*=}
@@ -106,7 +106,7 @@ by = {}
 for label, rnd, secs, created in rows:
     by.setdefault(label, []).append((float(secs), int(created)))
 L = ["## Kubernetes objects: restore of a namespace", ""]
-L.append(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} with {cores} cores (shared with other builds). "
+L.append(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} with {cores} cores. "
          f"A namespace of {objects} objects (40% ConfigMaps, 30% Secrets, 20% Services, 10% Deployments with 0 replicas) on the test cluster "
          f"(`coffer dev cluster`: kube-apiserver v1.26 and etcd on loopback), backed up once ({stored} objects stored: with the Namespace, "
          "the Deployments' ReplicaSets, which a restore skips, and the default ServiceAccount) and restored with `--namespace-mapping` into a new "
