@@ -156,6 +156,30 @@ pub struct VolumeStatus {
     /// Why all of it was read, when changed blocks could not be used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_read_reason: Option<String>,
+    /// `Filesystem` or `Block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+    /// The PVC's requested size (`1Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The PVC's StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The CSI driver of its PV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The VolumeSnapshotClass used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<String>,
+    /// The consistency group (the value of the Application's `consistencyGroupLabel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Where this volume is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::VolumeBackupPhase>,
+    /// Why it failed, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Everything about a backup's progress and outcome.
@@ -201,6 +225,13 @@ pub struct BackupStatus {
     /// Data added to the repository, human-readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+    /// Why the backup will end Failed, set as soon as that is known: the post hooks and
+    /// the cleanup still run before the phase says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The repository the backup went to (its location), for restores and listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_location: Option<String>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -110,4 +110,14 @@ pub struct VolumeBackupStatus {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// When the data mover last reported (at least every few seconds while it runs); a
+    /// mover silent for long is taken as lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// The repository snapshot the data was written to (also in spec once complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// The repository snapshot unchanged data came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_snapshot_id: Option<String>,
 }

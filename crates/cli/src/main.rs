@@ -6,6 +6,7 @@
 mod common;
 #[cfg(feature = "dev-cluster")]
 mod dev;
+mod operator_cmd;
 mod repo_cmd;
 mod resources_cmd;
 mod volume_cmd;
@@ -55,6 +56,12 @@ enum Command {
     Stats(repo_cmd::StatsArgs),
     /// Print Coffer's CustomResourceDefinitions as YAML (what deploy/crds/ holds).
     Crds,
+    /// Run the operator: the controllers of Coffer's custom resources (in a pod of the
+    /// Deployment from deploy/).
+    Operator(operator_cmd::OperatorArgs),
+    /// Data-mover work (run by the operator in pods it starts).
+    #[command(subcommand)]
+    Mover(operator_cmd::MoverCommand),
     /// Developer tools: a local test cluster.
     #[cfg(feature = "dev-cluster")]
     #[command(subcommand)]
@@ -111,6 +118,8 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
+            Command::Operator(a) => operator_cmd::operator(a).await,
+            Command::Mover(c) => operator_cmd::mover(&repo, c).await,
             #[cfg(feature = "dev-cluster")]
             Command::Dev(cmd) => dev::run(cmd).await,
         }

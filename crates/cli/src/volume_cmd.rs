@@ -144,6 +144,7 @@ async fn backup(opts: &RepoOpts, a: BackupArgs) -> Result<()> {
                     tags,
                     parent,
                     changed_ranges,
+                    allocated_ranges: None,
                     force: a.force,
                     progress,
                 },

@@ -307,8 +307,8 @@ async fn read_bounded(
 ) -> Result<Vec<u8>> {
     use futures::StreamExt;
     let mut out: Vec<u8> = Vec::new();
-    let mut parts = futures::stream::iter(chunks)
-        .map(|id| repo.read_chunk(id))
+    let mut parts = futures::stream::iter(0..chunks.len())
+        .map(|i| repo.read_chunk(&chunks[i]))
         .buffered(4);
     while let Some(part) = parts.next().await {
         let part = part?;
@@ -391,11 +391,16 @@ async fn write_with(
     progress: &SharedProgress,
 ) -> Result<(Vec<ChunkId>, Value)> {
     use futures::{StreamExt, TryStreamExt, stream};
-    let entries: Vec<Entry> = stream::iter(objects.iter())
-        .map(|(r, o)| async move {
-            let e = store_object(writer, r, o).await;
-            progress.advance(1);
-            e
+    // By index: a closure taking a reference makes the stream's futures not provably Send
+    // for callers that spawn this future (the operator's controllers).
+    let entries: Vec<Entry> = stream::iter(0..objects.len())
+        .map(|i| {
+            let (r, o) = &objects[i];
+            async move {
+                let e = store_object(writer, r, o).await;
+                progress.advance(1);
+                e
+            }
         })
         .buffered(16)
         .try_collect()

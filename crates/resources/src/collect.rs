@@ -347,21 +347,31 @@ pub async fn backup(
     // Namespaced objects: one listing per (type, namespace), or per type across all
     // namespaces, eight at a time.
     let namespaced: Vec<&ServedResource> = types.iter().copied().filter(|r| r.namespaced).collect();
-    let jobs: Vec<(&ServedResource, Option<String>)> = if sel.all_namespaces {
-        namespaced.iter().map(|r| (*r, None)).collect()
+    // Owned jobs: a stream of futures that borrow from their closure's argument is not
+    // provably Send to callers that spawn this future (the operator's controllers).
+    let jobs: Vec<(ServedResource, Option<String>)> = if sel.all_namespaces {
+        namespaced.iter().map(|r| ((*r).clone(), None)).collect()
     } else {
         namespaced
             .iter()
-            .flat_map(|r| namespaces.iter().map(move |ns| (*r, Some(ns.clone()))))
+            .flat_map(|r| {
+                namespaces
+                    .iter()
+                    .map(move |ns| ((*r).clone(), Some(ns.clone())))
+            })
             .collect()
     };
-    let listed: Vec<(&ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
-        .map(|(r, ns)| async move {
-            let res = list_all(client, r, ns.as_deref(), sel.selector.as_deref()).await;
-            if let Ok(items) = &res {
-                progress.advance(items.len() as u64);
+    let selector = sel.selector.clone();
+    let listed: Vec<(ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
+        .map(|(r, ns)| {
+            let selector = selector.clone();
+            async move {
+                let res = list_all(client, &r, ns.as_deref(), selector.as_deref()).await;
+                if let Ok(items) = &res {
+                    progress.advance(items.len() as u64);
+                }
+                (r, res)
             }
-            (r, res)
         })
         .buffer_unordered(8)
         .collect()

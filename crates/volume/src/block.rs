@@ -187,6 +187,10 @@ pub struct BlockBackup<'a> {
     pub parent: Option<Snapshot>,
     /// Byte ranges changed since the parent: only blocks touching them are read.
     pub changed_ranges: Option<Vec<std::ops::Range<u64>>>,
+    /// Byte ranges that hold data (a SnapshotMetadata service's allocated ranges): blocks
+    /// touching none of them are recorded as zero blocks without being read. Ignored when
+    /// `changed_ranges` is given.
+    pub allocated_ranges: Option<Vec<std::ops::Range<u64>>>,
     /// Read every block even when the parent shows the image file unchanged.
     pub force: bool,
     /// Where progress is reported.
@@ -196,6 +200,36 @@ pub struct BlockBackup<'a> {
 enum Plan {
     Read,
     Reuse(Option<ChunkId>),
+}
+
+/// Which of `n_blocks` blocks of `block_size` bytes the byte `ranges` touch; a range
+/// past the volume's end (`size`) is an error (`what` names the ranges in it).
+fn touched_blocks(
+    ranges: &[std::ops::Range<u64>],
+    size: u64,
+    block_size: u32,
+    n_blocks: usize,
+    what: &str,
+) -> Result<Vec<bool>> {
+    let mut touched = vec![false; n_blocks];
+    for r in ranges {
+        if r.is_empty() {
+            continue;
+        }
+        if r.end > size {
+            return Err(Error::Invalid(format!(
+                "{what} range at offset {} with length {} reaches past the volume's end ({size} bytes)",
+                r.start,
+                r.end - r.start
+            )));
+        }
+        let first = (r.start / block_size as u64) as usize;
+        let last = ((r.end - 1) / block_size as u64) as usize;
+        for t in &mut touched[first..=last] {
+            *t = true;
+        }
+    }
+    Ok(touched)
 }
 
 /// Backs up the block device or image `b.source` as a new block snapshot.
@@ -246,27 +280,17 @@ pub async fn backup(repo: &Repository, b: BlockBackup<'_>) -> Result<BackupSumma
                 pm.volume_size, pm.block_size, size, block_size
             )));
         }
-        let mut touched = vec![false; n_blocks];
-        for r in ranges {
-            if r.is_empty() {
-                continue;
-            }
-            if r.end > size {
-                return Err(Error::Invalid(format!(
-                    "changed range at offset {} with length {} reaches past the volume's end ({size} bytes)",
-                    r.start,
-                    r.end - r.start
-                )));
-            }
-            let first = (r.start / block_size as u64) as usize;
-            let last = ((r.end - 1) / block_size as u64) as usize;
-            for t in &mut touched[first..=last] {
-                *t = true;
-            }
-        }
+        let touched = touched_blocks(ranges, size, block_size, n_blocks, "changed")?;
         for (i, t) in touched.iter().enumerate() {
             if !t {
                 plans[i] = Plan::Reuse(pm.blocks[i]);
+            }
+        }
+    } else if let Some(ranges) = &b.allocated_ranges {
+        let touched = touched_blocks(ranges, size, block_size, n_blocks, "allocated")?;
+        for (i, t) in touched.iter().enumerate() {
+            if !t {
+                plans[i] = Plan::Reuse(None);
             }
         }
     }
