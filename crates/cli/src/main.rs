@@ -5,6 +5,8 @@
 
 mod common;
 #[cfg(feature = "dev-cluster")]
+mod demo;
+#[cfg(feature = "dev-cluster")]
 mod dev;
 mod operator_cmd;
 mod repo_cmd;
@@ -62,6 +64,11 @@ enum Command {
     /// Data-mover work (run by the operator in pods it starts).
     #[command(subcommand)]
     Mover(operator_cmd::MoverCommand),
+    /// The main job on the embedded default: a local test cluster, the operator installed
+    /// from deploy/, a sample app backed up through a Backup, its volumes restored and
+    /// compared, the repository checked.
+    #[cfg(feature = "dev-cluster")]
+    Demo(demo::DemoArgs),
     /// Developer tools: a local test cluster.
     #[cfg(feature = "dev-cluster")]
     #[command(subcommand)]
@@ -120,6 +127,8 @@ fn main() -> std::process::ExitCode {
             }
             Command::Operator(a) => operator_cmd::operator(a).await,
             Command::Mover(c) => operator_cmd::mover(&repo, c).await,
+            #[cfg(feature = "dev-cluster")]
+            Command::Demo(a) => demo::run(a).await,
             #[cfg(feature = "dev-cluster")]
             Command::Dev(cmd) => dev::run(cmd).await,
         }

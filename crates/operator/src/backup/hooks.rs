@@ -116,11 +116,9 @@ fn record_failure(out: &mut HookOutcome, x: &Execution, reason: String) {
     let fatal = x.exec.on_error == OnError::Fail;
     out.items.push(StatusItem {
         kind: ItemKind::Hook,
-        severity: if fatal {
-            Severity::Error
-        } else {
-            Severity::Warning
-        },
+        // A failed hook is an error either way (the backup is at best PartiallyFailed);
+        // the policy decides whether the workflow goes on.
+        severity: Severity::Error,
         name: format!("{}/{}", x.pod, x.hook_name),
         namespace: Some(x.namespace.clone()),
         reason: reason.clone(),

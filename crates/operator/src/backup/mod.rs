@@ -299,7 +299,15 @@ async fn resources(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Ac
     .await;
     match done {
         Ok((summary, location)) => {
-            if summary.objects == 0 {
+            // The namespaces themselves are always stored; an application is what is in
+            // them.
+            let selected: usize = summary
+                .types
+                .iter()
+                .filter(|(t, _)| t.as_str() != "namespaces")
+                .map(|(_, n)| n)
+                .sum();
+            if selected == 0 {
                 // Nothing matched: the Backup would restore nothing.
                 let _ = forget_ids(ctx, b, &[summary.snapshot_id.clone()]).await;
                 return finish_validation(

@@ -392,6 +392,10 @@ pub async fn observe(
         t.map(|t| crate::time::age(&t.0))
     };
     match pod {
+        // Made, but its pod not yet (an operator stopped between the two): start it.
+        None if matches!(status.phase, None | Some(VolumeBackupPhase::Pending)) => {
+            Ok(Observed::NotStarted)
+        }
         None => Ok(Observed::Failed(format!(
             "the data-mover pod {ns}/{} is gone before finishing",
             n.pod

@@ -1,0 +1,912 @@
+//! The operator's backup workflow on the test cluster, end to end: the operator installed
+//! with `kubectl apply -k deploy/` runs as a pod (two replicas, its own ServiceAccount and
+//! RBAC, the real `coffer` binary), and Backups are made through the API only.
+//! Needs KUBEBUILDER_ASSETS (and COFFER_MOTO_SERVER or `moto_server` on PATH for the S3
+//! test).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_api::{Backup, BackupPhase, BackupRepository, RepositoryPhase, VolumeBackup};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+const PASSWORD: &str = "operator test password";
+
+fn coffer() -> &'static str {
+    env!("CARGO_BIN_EXE_coffer")
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+struct Env {
+    cluster: coffer_testcluster::TestCluster,
+    _dir: tempfile::TempDir,
+    client: kube::Client,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let options = coffer_testcluster::Options {
+            coffer_bin: Some(coffer().into()),
+            ..Default::default()
+        };
+        let cluster = coffer_testcluster::TestCluster::start_with(dir.path().join("c"), options)
+            .await
+            .expect("test cluster");
+        let client = cluster.client();
+        let env = Env {
+            cluster,
+            _dir: dir,
+            client,
+        };
+        // The install, exactly as a user runs it.
+        env.kubectl(&["apply", "-k", deploy_dir().to_str().unwrap()], None);
+        env.wait_leader().await;
+        env
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(self.cluster.kubeconfig_path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        {
+            let mut w = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                w.write_all(s.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.kubectl(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    /// The operator's pods are up and one holds the Lease; returns the holder.
+    async fn wait_leader(&self) -> String {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "coffer-system");
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "coffer-system");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(l) = leases.get_opt("coffer-operator").await.unwrap()
+                && let Some(holder) = l.spec.and_then(|s| s.holder_identity)
+                && pods
+                    .get_opt(&holder)
+                    .await
+                    .unwrap()
+                    .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                return holder;
+            }
+            assert!(Instant::now() < deadline, "no operator took the Lease");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn wait_repository(&self, ns: &str, name: &str) -> coffer_api::RepositoryStatus {
+        let api: Api<BackupRepository> = Api::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(s) = api.get(name).await.unwrap().status
+                && s.phase.is_some()
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "repository {name} never checked");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn wait_backup(&self, ns: &str, name: &str) -> Backup {
+        let api: Api<Backup> = Api::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let b = api.get(name).await.unwrap();
+            if b.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(BackupPhase::is_final)
+            {
+                return b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backup {name} did not end: {:#?}\noperator logs:\n{}",
+                b.status,
+                self.kubectl(
+                    &[
+                        "-n",
+                        "coffer-system",
+                        "logs",
+                        "deploy/coffer-operator",
+                        "--tail=30"
+                    ],
+                    None
+                )
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn wait_step(&self, ns: &str, name: &str, step: &str) {
+        let api: Api<Backup> = Api::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let b = api.get(name).await.unwrap();
+            let st = b.status.clone().unwrap_or_default();
+            if st.step.as_deref() == Some(step) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline && !st.phase.is_some_and(BackupPhase::is_final),
+                "backup {name} never reached step {step}: {st:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn backup(&self, ns: &str, name: &str, spec: serde_json::Value) {
+        let b = json!({"apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+                       "metadata": {"name": name, "namespace": ns}, "spec": spec});
+        self.apply(&b.to_string());
+    }
+
+    async fn pv_path(&self, ns: &str, pvc: &str, block: bool) -> PathBuf {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let pv = pvcs
+            .get(pvc)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .volume_name
+            .unwrap();
+        self.cluster.storage().volume_path(&pv, block)
+    }
+
+    /// Runs a command in pod `ns/pod` through kubectl exec.
+    fn exec(&self, ns: &str, pod: &str, script: &str) -> String {
+        self.kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script], None)
+    }
+
+    async fn wait_pod_running(&self, ns: &str, name: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = pods.get(name).await.unwrap();
+            if p.status.and_then(|s| s.phase).as_deref() == Some("Running") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pod {name} did not run");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Objects a backup may leave behind: mover pods, their PVCs, its Secret.
+    async fn leftovers(&self, ns: &str, backup: &str) -> Vec<String> {
+        let lp = ListParams::default().labels(&format!("coffer.dev/backup={backup}"));
+        let mut out = Vec::new();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        for p in pods.list(&lp).await.unwrap() {
+            if p.metadata.deletion_timestamp.is_none() {
+                out.push(format!("pod {}", p.metadata.name.unwrap()));
+            }
+        }
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        for p in pvcs.list(&lp).await.unwrap() {
+            if p.metadata.deletion_timestamp.is_none() {
+                out.push(format!("pvc {}", p.metadata.name.unwrap()));
+            }
+        }
+        out
+    }
+}
+
+fn coffer_cmd(repo: &str, args: &[&str], envs: &[(&str, String)]) -> (bool, String, String) {
+    let mut cmd = Command::new(coffer());
+    cmd.arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env("COFFER_PASSWORD", PASSWORD);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn app_yaml(ns: &str, location: &str, credentials: bool) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: repo-key, namespace: {ns}}}
+stringData: {{password: "{PASSWORD}"}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, namespace: {ns}, labels: {{app: shop, coffer.dev/group: g1}}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 64Mi}}}}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: blk, namespace: {ns}, labels: {{app: shop, coffer.dev/group: g1}}}}
+spec: {{accessModes: [ReadWriteOnce], volumeMode: Block, resources: {{requests: {{storage: 256Mi}}}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {ns}, labels: {{app: shop}}}}
+data: {{color: blue}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db, namespace: {ns}, labels: {{app: shop, tier: db}}}}
+spec:
+  containers:
+  - name: db
+    image: busybox
+    command: [sh, -c, "echo hello > /data/hello.txt; dd if=/dev/urandom of=/dev/blk bs=1M count=5 seek=7 conv=notrunc 2>/dev/null; touch /data/ready; while true; do sleep 1; done"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    volumeDevices: [{{name: blk, devicePath: /dev/blk}}]
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
+  - {{name: blk, persistentVolumeClaim: {{claimName: blk}}}}
+---
+apiVersion: coffer.dev/v1alpha1
+kind: BackupRepository
+metadata: {{name: main, namespace: {ns}}}
+spec:
+  location: {location}
+  keySecret: {{name: repo-key}}
+  initialize: true
+  {creds}
+"#,
+        creds = if credentials {
+            "credentialsSecret: {name: s3-creds}"
+        } else {
+            ""
+        }
+    )
+}
+
+const APP: &str = r#"
+apiVersion: coffer.dev/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: NS}
+spec:
+  labelSelector: {matchLabels: {app: shop}}
+  consistencyGroupLabel: coffer.dev/group
+  hooks:
+  - name: freeze
+    labelSelector: {matchLabels: {tier: db}}
+    pre:  [{exec: {container: db, command: [sh, -c, "date +%s > /data/pre-marker"]}}]
+    post: [{exec: {container: db, command: [sh, -c, "date +%s > /data/post-marker.$(date +%s%N)"]}}]
+"#;
+
+async fn wait_ready_file(env: &Env, ns: &str) {
+    env.wait_pod_running(ns, "db").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .exec(ns, "db", "test -f /data/ready && echo yes || true")
+        .trim()
+        != "yes"
+    {
+        assert!(Instant::now() < deadline, "the app never wrote its data");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_backup_with_hooks_changed_blocks_and_byte_identical_restores() {
+    let env = Env::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let repo_s = repo.to_str().unwrap().to_string();
+    let ns = "shop";
+    env.apply(&app_yaml(ns, &repo_s, false));
+    env.apply(&APP.replace("NS", ns));
+    let status = env.wait_repository(ns, "main").await;
+    assert_eq!(status.phase, Some(RepositoryPhase::Ready), "{status:?}");
+    wait_ready_file(&env, ns).await;
+
+    // 1. The first backup: a group snapshot, hooks around it, both volumes copied.
+    env.backup(
+        ns,
+        "shop-1",
+        json!({"application": "shop", "repository": {"name": "main"}}),
+    );
+    let b = env.wait_backup(ns, "shop-1").await;
+    let st = b.status.clone().unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{st:#?}");
+    assert_eq!(
+        st.hooks.as_ref().map(|h| (h.attempted, h.failed)),
+        Some((2, 0))
+    );
+    assert!(
+        st.resources_snapshot.is_some() && st.manifest.is_some(),
+        "{st:#?}"
+    );
+    assert_eq!(st.volumes.len(), 2);
+    let vol = |st: &coffer_api::BackupStatus, pvc: &str| {
+        st.volumes.iter().find(|v| v.pvc == pvc).cloned().unwrap()
+    };
+    let (data, blk) = (vol(&st, "data"), vol(&st, "blk"));
+    // One VolumeGroupSnapshot made both snapshots.
+    assert_eq!(data.group.as_deref(), Some("g1"));
+    let vgs = ApiResource {
+        group: "groupsnapshot.storage.k8s.io".into(),
+        version: "v1beta2".into(),
+        api_version: "groupsnapshot.storage.k8s.io/v1beta2".into(),
+        kind: "VolumeGroupSnapshot".into(),
+        plural: "volumegroupsnapshots".into(),
+    };
+    let groups: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), ns, &vgs);
+    assert!(
+        groups.get_opt("shop-1-group-g1").await.unwrap().is_some(),
+        "the group (kept as the changed-block base) is gone"
+    );
+    // First backup of the block volume: only its allocated blocks were read.
+    assert!(
+        blk.bytes_read >= 5 << 20 && blk.bytes_read < 64 << 20,
+        "{blk:?}"
+    );
+    assert!(!blk.changed_blocks);
+    // Nothing temporary is left.
+    assert_eq!(env.leftovers(ns, "shop-1").await, Vec::<String>::new());
+
+    // Order: the pre hook's marker is in the snapshot, the post hook's is not, and the
+    // data movement started after the post hook.
+    let out = tmp.path().join("fs");
+    let (ok, _, err) = coffer_cmd(
+        &repo_s,
+        &[
+            "volume",
+            "restore",
+            data.snapshot_id.as_deref().unwrap(),
+            "--target",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    let pre: i64 = std::fs::read_to_string(out.join("pre-marker"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("post-marker")),
+        "the snapshot holds the post hook's marker: {names:?}"
+    );
+    let live = env.pv_path(ns, "data", false).await;
+    let post_file = std::fs::read_dir(&live)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("post-marker"))
+        .expect("post hook ran");
+    let post: i64 = std::fs::read_to_string(live.join(&post_file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pre <= post);
+    let vbs: Api<VolumeBackup> = Api::namespaced(env.client.clone(), ns);
+    let vb = vbs.get("shop-1-data").await.unwrap();
+    let mover_start = vb.status.unwrap().start_time.unwrap().0.as_second();
+    assert!(
+        post <= mover_start,
+        "data movement ({mover_start}) before the post hook ({post})"
+    );
+    assert_eq!(vb.spec.snapshot_id, data.snapshot_id);
+
+    // The block volume restores byte for byte to what the app wrote.
+    let img = tmp.path().join("blk.img");
+    let (ok, _, err) = coffer_cmd(
+        &repo_s,
+        &[
+            "volume",
+            "restore",
+            blk.snapshot_id.as_deref().unwrap(),
+            "--target",
+            img.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let live_blk = env.pv_path(ns, "blk", true).await;
+    assert!(
+        std::fs::read(&img).unwrap() == std::fs::read(&live_blk).unwrap(),
+        "block restore differs from the volume"
+    );
+
+    // 2. 3 MiB written: the next backup reads only the changed blocks.
+    env.exec(
+        ns,
+        "db",
+        "dd if=/dev/urandom of=/dev/blk bs=1M count=3 seek=100 conv=notrunc 2>/dev/null",
+    );
+    env.backup(
+        ns,
+        "shop-2",
+        json!({"application": "shop", "repository": {"name": "main"}}),
+    );
+    let st = env.wait_backup(ns, "shop-2").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{st:#?}");
+    let blk2 = vol(&st, "blk");
+    assert!(blk2.changed_blocks, "{blk2:?}");
+    assert!(
+        blk2.bytes_read <= (3 << 20) + (1 << 20),
+        "read {} bytes for a 3 MiB change",
+        blk2.bytes_read
+    );
+    assert!(blk2.bytes_read >= 3 << 20, "{blk2:?}");
+    let vb2 = vbs.get("shop-2-blk").await.unwrap().status.unwrap();
+    assert!(vb2.changed_blocks && vb2.bytes_read == blk2.bytes_read);
+    // The new image restores byte for byte too.
+    let img2 = tmp.path().join("blk2.img");
+    let (ok, _, err) = coffer_cmd(
+        &repo_s,
+        &[
+            "volume",
+            "restore",
+            blk2.snapshot_id.as_deref().unwrap(),
+            "--target",
+            img2.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(&img2).unwrap() == std::fs::read(&live_blk).unwrap(),
+        "incremental block restore differs"
+    );
+    // The previous base was replaced.
+    assert!(groups.get_opt("shop-1-group-g1").await.unwrap().is_none());
+
+    // 3. The base snapshot deleted: a full (allocated) read, and the status says why.
+    groups
+        .delete("shop-2-group-g1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while groups.get_opt("shop-2-group-g1").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.backup(
+        ns,
+        "shop-3",
+        json!({"application": "shop", "repository": {"name": "main"}}),
+    );
+    let st = env.wait_backup(ns, "shop-3").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{st:#?}");
+    let blk3 = vol(&st, "blk");
+    assert!(!blk3.changed_blocks);
+    assert!(
+        blk3.full_read_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no base snapshot"),
+        "{blk3:?}"
+    );
+
+    // The repository checks clean, every byte.
+    let (ok, out, err) = coffer_cmd(&repo_s, &["check", "--read-data"], &[]);
+    assert!(ok, "check failed: {out}{err}");
+    // The manifests are in the repository.
+    let (ok, out, _) = coffer_cmd(&repo_s, &["snapshots", "--json"], &[]);
+    assert!(ok);
+    assert_eq!(out.matches("\"backup\"").count(), 3, "{out}");
+
+    // Events were recorded on the Backup.
+    let events = env.kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=shop-1",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    for reason in [
+        "Started",
+        "ResourcesStored",
+        "PreHooksRun",
+        "SnapshotsTaken",
+        "PostHooksRun",
+        "VolumeCopied",
+        "Completed",
+    ] {
+        assert!(
+            events.contains(&format!("\"reason\": \"{reason}\"")),
+            "no {reason} event: {events}"
+        );
+    }
+    env.cluster.stop().await;
+}
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_moto() -> Moto {
+    let bin = std::env::var("COFFER_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let port = free_port();
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): pip install 'moto[server]'"));
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PUT /coffer-test HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "bucket creation failed: {reply}"
+    );
+    moto
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_repository_failures_cancel_and_operator_restart() {
+    let moto = start_moto();
+    let env = Env::start().await;
+    let ns = "shop";
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    // The credentials first: the repository is checked as soon as it exists.
+    env.kubectl(&["create", "namespace", ns], None);
+    env.apply(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "s3-creds", "namespace": "{ns}"}},
+            "stringData": {{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": "{endpoint}"}}}}"#
+    ));
+    env.apply(&app_yaml(ns, "s3://coffer-test/shop", true));
+    env.apply(&APP.replace("NS", ns));
+    let status = env.wait_repository(ns, "main").await;
+    assert_eq!(status.phase, Some(RepositoryPhase::Ready), "{status:?}");
+    wait_ready_file(&env, ns).await;
+    let s3_env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+    ];
+    let repo = "s3://coffer-test/shop";
+
+    // Bad input, each a clear phase and message, nothing written.
+    let snapshots_now = || {
+        let (ok, out, err) = coffer_cmd(repo, &["snapshots", "--json"], &s3_env);
+        assert!(ok, "{err}");
+        out
+    };
+    let before = snapshots_now();
+    env.backup(
+        ns,
+        "no-repo",
+        json!({"application": "shop", "repository": {"name": "missing"}}),
+    );
+    let st = env.wait_backup(ns, "no-repo").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::FailedValidation));
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap()
+            .contains("BackupRepository shop/missing does not exist"),
+        "{st:?}"
+    );
+    env.backup(
+        ns,
+        "no-app",
+        json!({"application": "nope", "repository": {"name": "main"}}),
+    );
+    let st = env.wait_backup(ns, "no-app").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::FailedValidation));
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap()
+            .contains("Application shop/nope does not exist"),
+        "{st:?}"
+    );
+    env.backup(ns, "nothing", json!({"selection": {"labelSelector": {"matchLabels": {"app": "none"}}}, "repository": {"name": "main"}}));
+    let st = env.wait_backup(ns, "nothing").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::FailedValidation));
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap()
+            .contains("matches no objects"),
+        "{st:?}"
+    );
+    // A PVC on a volume that is not CSI (a hostPath PV) cannot be snapshotted.
+    let host_dir = tempfile::tempdir().unwrap();
+    env.apply(&format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+            {{"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {{"name": "host-pv"}},
+              "spec": {{"capacity": {{"storage": "1Gi"}}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                       "hostPath": {{"path": "{}"}}, "claimRef": {{"namespace": "{ns}", "name": "legacy"}}}}}},
+            {{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {{"name": "legacy", "namespace": "{ns}", "labels": {{"kind": "legacy"}}}},
+              "spec": {{"accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": "host-pv",
+                       "resources": {{"requests": {{"storage": "1Gi"}}}}}}}}]}}"#,
+        host_dir.path().display()
+    ));
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pvcs
+        .get("legacy")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.phase)
+        .as_deref()
+        != Some("Bound")
+    {
+        assert!(Instant::now() < deadline, "the hostPath PVC never bound");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.backup(ns, "legacy", json!({"selection": {"labelSelector": {"matchLabels": {"kind": "legacy"}}}, "repository": {"name": "main"}}));
+    let st = env.wait_backup(ns, "legacy").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::FailedValidation));
+    assert!(
+        st.message.as_deref().unwrap().contains("PVC shop/legacy")
+            && st
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("cannot be snapshotted"),
+        "{st:?}"
+    );
+    // A wrong key and an unreachable endpoint: the repository says so, and so does a Backup.
+    env.apply(&format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+          {{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "wrong-key", "namespace": "{ns}"}}, "stringData": {{"password": "not it"}}}},
+          {{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "nowhere", "namespace": "{ns}"}},
+            "stringData": {{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_ENDPOINT_URL": "http://127.0.0.1:{}"}}}},
+          {{"apiVersion": "coffer.dev/v1alpha1", "kind": "BackupRepository", "metadata": {{"name": "wrong", "namespace": "{ns}"}},
+            "spec": {{"location": "{repo}", "keySecret": {{"name": "wrong-key"}}, "credentialsSecret": {{"name": "s3-creds"}}}}}},
+          {{"apiVersion": "coffer.dev/v1alpha1", "kind": "BackupRepository", "metadata": {{"name": "down", "namespace": "{ns}"}},
+            "spec": {{"location": "{repo}", "keySecret": {{"name": "repo-key"}}, "credentialsSecret": {{"name": "nowhere"}}}}}}]}}"#,
+        free_port()
+    ));
+    let wrong = env.wait_repository(ns, "wrong").await;
+    assert_eq!(wrong.phase, Some(RepositoryPhase::Unavailable));
+    assert!(
+        wrong
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("wrong password or key"),
+        "{wrong:?}"
+    );
+    let down = env.wait_repository(ns, "down").await;
+    assert_eq!(down.phase, Some(RepositoryPhase::Unavailable));
+    assert!(
+        down.message.as_deref().unwrap().contains("unreachable"),
+        "{down:?}"
+    );
+    env.backup(
+        ns,
+        "wrong-key",
+        json!({"application": "shop", "repository": {"name": "wrong"}}),
+    );
+    let st = env.wait_backup(ns, "wrong-key").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::FailedValidation));
+    assert!(
+        st.message.as_deref().unwrap().contains("wrong password"),
+        "{st:?}"
+    );
+    assert_eq!(
+        snapshots_now(),
+        before,
+        "a backup that failed validation wrote to the repository"
+    );
+
+    // A pre hook failing with policy Fail: Failed, naming pod, container, command and exit
+    // code; the post hook still ran; no snapshot taken.
+    let hooks_app = |name: &str, on_error: &str| {
+        format!(
+            r#"{{"apiVersion": "coffer.dev/v1alpha1", "kind": "Application", "metadata": {{"name": "{name}", "namespace": "{ns}"}},
+                "spec": {{"labelSelector": {{"matchLabels": {{"app": "shop"}}}},
+                         "volumes": [{{"policy": "exclude"}}],
+                         "hooks": [{{"name": "lock", "labelSelector": {{"matchLabels": {{"tier": "db"}}}},
+                                    "pre": [{{"exec": {{"container": "db", "command": ["sh", "-c", "echo locked >&2; exit 7"], "onError": "{on_error}"}}}}],
+                                    "post": [{{"exec": {{"container": "db", "command": ["sh", "-c", "touch /data/unlocked-{name}"]}}}}]}}]}}}}"#
+        )
+    };
+    env.apply(&hooks_app("failing", "Fail"));
+    env.backup(
+        ns,
+        "hook-fail",
+        json!({"application": "failing", "repository": {"name": "main"}}),
+    );
+    let st = env.wait_backup(ns, "hook-fail").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Failed), "{st:#?}");
+    let msg = st.message.clone().unwrap();
+    for want in ["pod shop/db", "container db", "exit 7", "exit code 7"] {
+        assert!(msg.contains(want), "{want:?} not in {msg:?}");
+    }
+    assert!(
+        env.exec(ns, "db", "ls /data").contains("unlocked-failing"),
+        "the post hook did not run"
+    );
+    env.apply(&hooks_app("lenient", "Continue"));
+    env.backup(
+        ns,
+        "hook-continue",
+        json!({"application": "lenient", "repository": {"name": "main"}}),
+    );
+    let st = env.wait_backup(ns, "hook-continue").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::PartiallyFailed), "{st:#?}");
+    assert!(
+        st.items.iter().any(|i| i.reason.contains("exit code 7")),
+        "{st:#?}"
+    );
+    assert!(st.manifest.is_some(), "{st:#?}");
+
+    // A backup on S3 that completes, with the operator's leader deleted during the data
+    // movement: the other replica takes over and finishes it.
+    let holder = env.wait_leader().await;
+    env.backup(
+        ns,
+        "shop-1",
+        json!({"application": "shop", "repository": {"name": "main"}}),
+    );
+    env.wait_step(ns, "shop-1", "Movers").await;
+    let ops: Api<Pod> = Api::namespaced(env.client.clone(), "coffer-system");
+    ops.delete(&holder, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let st = env.wait_backup(ns, "shop-1").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{st:#?}");
+    assert_ne!(env.wait_leader().await, holder);
+    assert_eq!(env.leftovers(ns, "shop-1").await, Vec::<String>::new());
+
+    // Cancel during the data movement: movers that cannot start (an image that does not
+    // exist) keep the backup in the Movers step; cancel removes everything it made.
+    env.kubectl(
+        &[
+            "-n",
+            "coffer-system",
+            "set",
+            "env",
+            "deployment/coffer-operator",
+            "COFFER_MOVER_IMAGE=registry.invalid/none:1",
+        ],
+        None,
+    );
+    env.kubectl(
+        &[
+            "-n",
+            "coffer-system",
+            "rollout",
+            "status",
+            "deployment/coffer-operator",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    env.wait_leader().await;
+    env.backup(
+        ns,
+        "to-cancel",
+        json!({"application": "shop", "repository": {"name": "main"}}),
+    );
+    env.wait_step(ns, "to-cancel", "Movers").await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pods
+        .list(&ListParams::default().labels("coffer.dev/backup=to-cancel"))
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no mover pod was started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let backups: Api<Backup> = Api::namespaced(env.client.clone(), ns);
+    backups
+        .patch(
+            "to-cancel",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+    let st = env.wait_backup(ns, "to-cancel").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Canceled), "{st:#?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = env.leftovers(ns, "to-cancel").await;
+        let snaps = env.kubectl(
+            &[
+                "-n",
+                ns,
+                "get",
+                "volumesnapshots,volumegroupsnapshots",
+                "-l",
+                "coffer.dev/backup=to-cancel",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        if left.is_empty() && snaps.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?} {snaps}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (ok, out, err) = coffer_cmd(repo, &["check", "--read-data"], &s3_env);
+    assert!(ok, "check failed: {out}{err}");
+    let after = snapshots_now();
+    assert!(
+        !after.contains("to-cancel"),
+        "the canceled backup left snapshots: {after}"
+    );
+    env.cluster.stop().await;
+    drop(moto);
+}
