@@ -6,6 +6,7 @@
 mod common;
 #[cfg(feature = "dev-cluster")]
 mod dev;
+mod kube_access;
 mod repo_cmd;
 mod resources_cmd;
 mod volume_cmd;
