@@ -669,18 +669,24 @@ struct ProgressView {
     last_line: String,
 }
 
+/// The bar's looks before any bytes are known, and once they are. The message comes last
+/// and is cut to the terminal's width, so that the bar stays on one line.
+const WAITING_STYLE: &str = "{spinner} [{elapsed_precise}] {wide_msg}";
+const BYTES_STYLE: &str =
+    "{spinner} [{elapsed_precise}] {bytes}/{total_bytes} [{bar:20}] {wide_msg}";
+
+fn bar_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+        .progress_chars("=> ")
+}
+
 impl ProgressView {
     fn new(name: &str) -> ProgressView {
         let bar = crate::common::interactive().then(|| {
             let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("backup {name}: waiting"));
+            bar.set_style(bar_style(WAITING_STYLE));
+            bar.set_message(format!("{name}: waiting"));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -691,17 +697,22 @@ impl ProgressView {
     }
 
     fn update(&mut self, b: &Backup) {
-        let line = progress_line(b);
         if let Some(bar) = &self.bar {
             let p = b
                 .status
                 .as_ref()
                 .and_then(|s| s.progress.clone())
                 .unwrap_or_default();
-            bar.set_length(p.bytes_total);
-            bar.set_position(p.bytes_done.min(p.bytes_total));
-            bar.set_message(line);
-        } else if line != self.last_line {
+            if p.bytes_total > 0 {
+                bar.set_style(bar_style(BYTES_STYLE));
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done.min(p.bytes_total));
+            }
+            bar.set_message(progress_summary(b));
+            return;
+        }
+        let line = progress_line(b);
+        if line != self.last_line {
             eprintln!("{line}");
             self.last_line = line;
         }
@@ -721,10 +732,10 @@ impl ProgressView {
     }
 }
 
-/// One line of progress: phase (and step), objects, volumes and bytes.
-fn progress_line(b: &Backup) -> String {
+/// Name, phase (and step), objects and volumes.
+fn progress_summary(b: &Backup) -> String {
     let status = b.status.clone().unwrap_or_default();
-    let mut line = format!("backup {}: ", b.name_any());
+    let mut line = format!("{}: ", b.name_any());
     match status.phase {
         Some(p) => line.push_str(&phase_name(p)),
         None => line.push_str("New (waiting for the operator)"),
@@ -737,10 +748,20 @@ fn progress_line(b: &Backup) -> String {
     if let Some(p) = &status.progress {
         let _ = write!(
             line,
-            ", {} objects, volumes {}/{}, {} of {}",
-            p.objects,
-            p.volumes_done,
-            p.volumes_total,
+            ", {} objects, volumes {}/{}",
+            p.objects, p.volumes_done, p.volumes_total
+        );
+    }
+    line
+}
+
+/// One line of progress (without a terminal): the summary and the bytes.
+fn progress_line(b: &Backup) -> String {
+    let mut line = format!("backup {}", progress_summary(b));
+    if let Some(p) = b.status.as_ref().and_then(|s| s.progress.as_ref()) {
+        let _ = write!(
+            line,
+            ", {} of {}",
             human_bytes(p.bytes_done),
             human_bytes(p.bytes_total)
         );
@@ -1005,271 +1026,206 @@ fn related_namespaces(b: &Backup, own: &str) -> Vec<String> {
     out
 }
 
-/// `coffer backup describe`: the Backup in words.
-fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
-    let mut o = String::new();
-    let status = b.status.clone().unwrap_or_default();
-    let spec = &b.spec;
-    let none = || "<none>".to_string();
-    let ns = b.namespace().unwrap_or_default();
-    // A helper writes "Label:" padded to one column.
-    fn field(o: &mut String, indent: usize, label: &str, value: &str) {
-        let _ = writeln!(
-            o,
-            "{:indent$}{:<w$}{value}",
-            "",
-            format!("{label}:"),
-            w = 22usize.saturating_sub(indent)
-        );
+/// Text in `Label:   value` lines, the values of one block in one column.
+#[derive(Default)]
+struct Doc {
+    out: String,
+}
+
+impl Doc {
+    /// `Label:` padded so that values start at column 22, `indent` spaces in.
+    fn field(&mut self, indent: usize, label: &str, value: impl std::fmt::Display) {
+        let label = format!("{label}:");
+        let w = 22usize.saturating_sub(indent);
+        let _ = writeln!(self.out, "{:indent$}{label:<w$}{value}", "");
     }
 
-    field(&mut o, 0, "Name", &b.name_any());
-    field(&mut o, 0, "Namespace", &ns);
-    let labels = b.labels();
-    field(
-        &mut o,
-        0,
-        "Labels",
-        &if labels.is_empty() {
-            none()
-        } else {
-            join_map(labels)
-        },
-    );
+    fn line(&mut self, text: impl std::fmt::Display) {
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn blank(&mut self) {
+        self.out.push('\n');
+    }
+}
+
+/// A list's text, or `empty` when it has nothing.
+fn or_else(list: String, empty: &str) -> String {
+    if list.is_empty() {
+        empty.to_string()
+    } else {
+        list
+    }
+}
+
+fn time_or_none(t: &Option<Time>) -> String {
+    t.as_ref()
+        .map(format_time)
+        .unwrap_or_else(|| "<none>".into())
+}
+
+/// `coffer backup describe`: the Backup in words.
+fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
+    let mut d = Doc::default();
+    let status = b.status.clone().unwrap_or_default();
+    let spec = &b.spec;
+    let ns = b.namespace().unwrap_or_default();
+
+    d.field(0, "Name", b.name_any());
+    d.field(0, "Namespace", &ns);
+    d.field(0, "Labels", or_else(join_map(b.labels()), "<none>"));
     if let Some(t) = &b.metadata.creation_timestamp {
-        field(&mut o, 0, "Created", &format_time(t));
+        d.field(0, "Created", format_time(t));
     }
     if b.metadata.deletion_timestamp.is_some() {
-        field(
-            &mut o,
+        d.field(
             0,
             "Deleting",
             "yes (the operator is cleaning up before the object goes)",
         );
     }
-    o.push('\n');
+    d.blank();
 
     // The spec.
     match (&spec.application, &spec.selection) {
-        (Some(app), _) => field(
-            &mut o,
-            0,
-            "Application",
-            &format!("{app} (Application in {ns})"),
-        ),
+        (Some(app), _) => d.field(0, "Application", format!("{app} (Application in {ns})")),
         (None, Some(sel)) => {
-            field(&mut o, 0, "Application", "inline selection");
-            selection_text(&mut o, sel, &ns);
+            d.field(0, "Application", "inline selection");
+            selection_text(&mut d, sel, &ns);
         }
-        (None, None) => field(
-            &mut o,
+        (None, None) => d.field(
             0,
             "Application",
             "<none: the spec names no application or selection>",
         ),
     }
     let repo = &spec.repository;
-    field(
-        &mut o,
-        0,
-        "Repository",
-        &match repo.kind {
-            RepositoryKind::BackupRepository => format!("{} (BackupRepository in {ns})", repo.name),
-            RepositoryKind::ClusterBackupRepository => {
-                format!("{} (ClusterBackupRepository)", repo.name)
-            }
-        },
-    );
+    let repo_text = match repo.kind {
+        RepositoryKind::BackupRepository => format!("{} (BackupRepository in {ns})", repo.name),
+        RepositoryKind::ClusterBackupRepository => {
+            format!("{} (ClusterBackupRepository)", repo.name)
+        }
+    };
+    d.field(0, "Repository", repo_text);
     let ttl = match (&spec.ttl, &status.expiration) {
         (Some(ttl), Some(exp)) => format!("{ttl} (expires {})", format_time(exp)),
         (Some(ttl), None) => ttl.clone(),
         (None, _) => "<none> (kept until deleted)".into(),
     };
-    field(&mut o, 0, "TTL", &ttl);
-    field(
-        &mut o,
+    d.field(0, "TTL", ttl);
+    d.field(
         0,
         "Recorded labels",
-        &if spec.labels.is_empty() {
-            none()
-        } else {
-            join_map(&spec.labels)
-        },
+        or_else(join_map(&spec.labels), "<none>"),
     );
-    field(
-        &mut o,
-        0,
-        "Deletion policy",
-        match spec.deletion_policy {
-            DeletionPolicy::Retain => {
-                "Retain (deleting the Backup keeps its data in the repository)"
-            }
-            DeletionPolicy::Delete => {
-                "Delete (deleting the Backup forgets it in the repository too)"
-            }
-        },
-    );
+    let policy = match spec.deletion_policy {
+        DeletionPolicy::Retain => "Retain (deleting the Backup keeps its data in the repository)",
+        DeletionPolicy::Delete => "Delete (deleting the Backup forgets it in the repository too)",
+    };
+    d.field(0, "Deletion policy", policy);
     if spec.cancel {
-        field(&mut o, 0, "Cancel", "requested");
+        d.field(0, "Cancel", "requested");
     }
-    o.push('\n');
+    d.blank();
 
     // Where it is.
-    match status.phase {
-        Some(p) => field(&mut o, 0, "Phase", &phase_name(p)),
-        None => field(
-            &mut o,
-            0,
-            "Phase",
-            "<none> (the operator has not picked it up yet)",
-        ),
-    }
+    let phase = status.phase.map(phase_name);
+    d.field(
+        0,
+        "Phase",
+        phase.unwrap_or_else(|| "<none> (the operator has not picked it up yet)".into()),
+    );
     if let Some(m) = status.message.as_deref().filter(|m| !m.is_empty()) {
-        field(&mut o, 0, "Message", m);
+        d.field(0, "Message", m);
     }
     if let Some(step) = status.step.as_deref().filter(|s| !s.is_empty()) {
-        field(&mut o, 0, "Step", step);
+        d.field(0, "Step", step);
     }
-    field(
-        &mut o,
-        0,
-        "Started",
-        &status
-            .start_time
-            .as_ref()
-            .map(format_time)
-            .unwrap_or_else(none),
-    );
-    field(
-        &mut o,
-        0,
-        "Completed",
-        &status
-            .completion_time
-            .as_ref()
-            .map(format_time)
-            .unwrap_or_else(none),
-    );
-    if let Some(d) = backup_duration(b, now) {
-        let running = status.completion_time.is_none();
-        field(
-            &mut o,
-            0,
-            "Duration",
-            &if running { format!("{d} so far") } else { d },
-        );
+    d.field(0, "Started", time_or_none(&status.start_time));
+    d.field(0, "Completed", time_or_none(&status.completion_time));
+    if let Some(took) = backup_duration(b, now) {
+        match status.completion_time {
+            Some(_) => d.field(0, "Duration", took),
+            None => d.field(0, "Duration", format!("{took} so far")),
+        }
     }
     if let Some(p) = &status.progress {
-        field(
-            &mut o,
-            0,
-            "Progress",
-            &format!(
-                "{} objects; volumes {} of {}; {} of {}",
-                p.objects,
-                p.volumes_done,
-                p.volumes_total,
-                human_bytes(p.bytes_done),
-                human_bytes(p.bytes_total)
-            ),
+        let text = format!(
+            "{} objects; volumes {} of {}; {} of {}",
+            p.objects,
+            p.volumes_done,
+            p.volumes_total,
+            human_bytes(p.bytes_done),
+            human_bytes(p.bytes_total)
         );
+        d.field(0, "Progress", text);
     }
     if let Some(size) = &status.size {
-        field(
-            &mut o,
-            0,
-            "Size",
-            &format!("{size} added to the repository"),
-        );
+        d.field(0, "Size", format!("{size} added to the repository"));
     }
-    field(
-        &mut o,
-        0,
-        "Resources snapshot",
-        status.resources_snapshot.as_deref().unwrap_or("<none>"),
-    );
-    field(
-        &mut o,
-        0,
-        "Manifest",
-        status.manifest.as_deref().unwrap_or("<none>"),
-    );
+    let id = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".into());
+    d.field(0, "Resources snapshot", id(&status.resources_snapshot));
+    d.field(0, "Manifest", id(&status.manifest));
     let hooks = status.hooks.clone().unwrap_or_default();
-    field(
-        &mut o,
-        0,
-        "Hooks",
-        &format!("{} attempted, {} failed", hooks.attempted, hooks.failed),
-    );
-    o.push('\n');
+    let hooks = format!("{} attempted, {} failed", hooks.attempted, hooks.failed);
+    d.field(0, "Hooks", hooks);
+    d.blank();
 
-    // What went wrong or needs attention.
+    // What failed or needs attention.
     if status.items.is_empty() {
-        o.push_str("Items: none failed or warned\n");
+        d.line("Items: none failed or warned");
     } else {
-        let _ = writeln!(o, "Items ({}):", status.items.len());
+        d.line(format_args!("Items ({}):", status.items.len()));
         for it in &status.items {
             let who = match &it.namespace {
                 Some(n) => format!("{n}/{}", it.name),
                 None => it.name.clone(),
             };
-            let _ = writeln!(
-                o,
-                "  {:<8} {:<9} {who}: {}",
-                serde_name(&it.severity),
-                serde_name(&it.kind),
+            let (severity, kind) = (serde_name(&it.severity), serde_name(&it.kind));
+            d.line(format_args!(
+                "  {severity:<8} {kind:<9} {who}: {}",
                 it.reason
-            );
+            ));
         }
     }
-    o.push('\n');
+    d.blank();
 
     if status.volumes.is_empty() {
-        o.push_str("Volumes: <none>\n");
+        d.line("Volumes: <none>");
     } else {
-        let _ = writeln!(o, "Volumes ({}):", status.volumes.len());
+        d.line(format_args!("Volumes ({}):", status.volumes.len()));
         for v in &status.volumes {
-            let pvc = if v.namespace.is_empty() {
-                v.pvc.clone()
-            } else {
-                format!("{}/{}", v.namespace, v.pvc)
+            let pvc = match v.namespace.as_str() {
+                "" => v.pvc.clone(),
+                n => format!("{n}/{}", v.pvc),
             };
-            let _ = writeln!(o, "  {pvc} ({})", serde_name(&v.mode));
+            d.line(format_args!("  {pvc} ({})", serde_name(&v.mode)));
             if let Some(vb) = &v.volume_backup {
-                field(&mut o, 4, "VolumeBackup", vb);
+                d.field(4, "VolumeBackup", vb);
             }
             if let Some(vs) = &v.volume_snapshot {
-                field(&mut o, 4, "VolumeSnapshot", vs);
+                d.field(4, "VolumeSnapshot", vs);
             }
-            field(
-                &mut o,
-                4,
-                "Snapshot id",
-                v.snapshot_id.as_deref().unwrap_or("<none>"),
+            d.field(4, "Snapshot id", id(&v.snapshot_id));
+            let bytes = format!(
+                "{} total, {} read, {} new",
+                human_bytes(v.bytes_total),
+                human_bytes(v.bytes_read),
+                human_bytes(v.bytes_new)
             );
-            field(
-                &mut o,
-                4,
-                "Bytes",
-                &format!(
-                    "{} total, {} read, {} new",
-                    human_bytes(v.bytes_total),
-                    human_bytes(v.bytes_read),
-                    human_bytes(v.bytes_new)
-                ),
-            );
+            d.field(4, "Bytes", bytes);
             let read = match (&v.full_read_reason, v.changed_blocks) {
                 (_, true) => "changed blocks only".to_string(),
                 (Some(why), false) => format!("full read: {why}"),
                 (None, false) => "full read".to_string(),
             };
-            field(&mut o, 4, "Read", &read);
+            d.field(4, "Read", read);
         }
     }
 
     if !status.conditions.is_empty() {
-        o.push('\n');
-        o.push_str("Conditions:\n");
+        d.blank();
+        d.line("Conditions:");
         for c in &status.conditions {
             let mut line = format!("  {}={}", c.type_, c.status);
             if !c.reason.is_empty() {
@@ -1279,131 +1235,107 @@ fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
                 let _ = write!(line, ": {}", c.message);
             }
             let _ = write!(line, " [since {}]", format_time(&c.last_transition_time));
-            let _ = writeln!(o, "{line}");
+            d.line(line);
         }
     }
+    d.blank();
 
-    o.push('\n');
     let selector = format!("{BACKUP_LABEL}={}", b.name_any());
     match &related.volume_backups {
-        Err(e) => {
-            let _ = writeln!(o, "VolumeBackups: cannot list them: {e}");
-        }
+        Err(e) => d.line(format_args!("VolumeBackups: cannot list them: {e}")),
         Ok(list) if list.is_empty() => {
-            let _ = writeln!(o, "VolumeBackups: <none> (label {selector})");
+            d.line(format_args!("VolumeBackups: <none> (label {selector})"))
         }
         Ok(list) => {
-            let _ = writeln!(o, "VolumeBackups ({}, label {selector}):", list.len());
+            d.line(format_args!(
+                "VolumeBackups ({}, label {selector}):",
+                list.len()
+            ));
             let mut list: Vec<&VolumeBackup> = list.iter().collect();
             list.sort_by_key(|v| (v.namespace(), v.name_any()));
             for vb in list {
-                let vs = vb.status.clone().unwrap_or_default();
-                let phase = vs
-                    .phase
-                    .map(|p| serde_name(&p))
-                    .unwrap_or_else(|| "<none>".into());
-                let mut line = format!(
-                    "  {}: {phase}, pvc {}/{} ({}, {})",
-                    vb.name_any(),
-                    vb.spec.source_namespace,
-                    vb.spec.source_pvc,
-                    vb.spec.volume_mode,
-                    vb.spec.size
-                );
-                if vs.bytes_total > 0 || vs.bytes_done > 0 {
-                    let _ = write!(
-                        line,
-                        ", {} of {} done",
-                        human_bytes(vs.bytes_done),
-                        human_bytes(vs.bytes_total)
-                    );
-                }
-                if let Some(pod) = &vs.mover_pod {
-                    let _ = write!(line, ", mover {pod}");
-                }
-                if let Some(m) = vs.message.as_deref().filter(|m| !m.is_empty()) {
-                    let _ = write!(line, ": {m}");
-                }
-                let _ = writeln!(o, "{line}");
+                d.line(volume_backup_line(vb));
             }
         }
     }
 
     match &related.events {
-        Err(e) => {
-            let _ = writeln!(o, "Events: cannot list them: {e}");
-        }
-        Ok(list) if list.is_empty() => o.push_str("Events: <none>\n"),
+        Err(e) => d.line(format_args!("Events: cannot list them: {e}")),
+        Ok(list) if list.is_empty() => d.line("Events: <none>"),
         Ok(list) => {
-            o.push_str("Events:\n");
+            d.line("Events:");
             let mut list: Vec<(Option<Timestamp>, &CoreEvent)> =
                 list.iter().map(|e| (event_time(e), e)).collect();
             list.sort_by_key(|(t, _)| *t);
             for (t, e) in list {
-                let when = t
-                    .map(|t| format_time(&Time(t)))
-                    .unwrap_or_else(|| "-".into());
+                let when = t.map(|t| format_time(&Time(t)));
                 let count = match e.count {
                     Some(n) if n > 1 => format!(" (x{n})"),
                     _ => String::new(),
                 };
-                let _ = writeln!(
-                    o,
-                    "  {when}  {:<7} {}{count}: {}",
+                d.line(format_args!(
+                    "  {}  {:<7} {}{count}: {}",
+                    when.as_deref().unwrap_or("-"),
                     e.type_.as_deref().unwrap_or("-"),
                     e.reason.as_deref().unwrap_or("-"),
                     e.message.as_deref().unwrap_or("").trim()
-                );
+                ));
             }
         }
     }
-    o
+    d.out
 }
 
-/// The summary lines of an inline selection.
-fn selection_text(o: &mut String, sel: &ApplicationSpec, own: &str) {
-    fn field(o: &mut String, label: &str, value: &str) {
-        let _ = writeln!(o, "  {:<20}{value}", format!("{label}:"));
-    }
-    let s = &sel.selection;
-    field(
-        o,
-        "Namespaces",
-        &if s.namespaces.is_empty() {
-            format!("{own} (the Backup's)")
-        } else {
-            s.namespaces.join(", ")
-        },
+/// One VolumeBackup in a line: phase, source, progress, mover, message.
+fn volume_backup_line(vb: &VolumeBackup) -> String {
+    let vs = vb.status.clone().unwrap_or_default();
+    let phase = vs.phase.map(|p| serde_name(&p));
+    let mut line = format!(
+        "  {}: {}, pvc {}/{} ({}, {})",
+        vb.name_any(),
+        phase.as_deref().unwrap_or("<none>"),
+        vb.spec.source_namespace,
+        vb.spec.source_pvc,
+        vb.spec.volume_mode,
+        vb.spec.size
     );
-    field(
-        o,
+    if vs.bytes_total > 0 || vs.bytes_done > 0 {
+        let (done, total) = (human_bytes(vs.bytes_done), human_bytes(vs.bytes_total));
+        let _ = write!(line, ", {done} of {total} done");
+    }
+    if let Some(pod) = &vs.mover_pod {
+        let _ = write!(line, ", mover {pod}");
+    }
+    if let Some(m) = vs.message.as_deref().filter(|m| !m.is_empty()) {
+        let _ = write!(line, ": {m}");
+    }
+    line
+}
+
+/// The lines of an inline selection, indented under `Application:`.
+fn selection_text(d: &mut Doc, sel: &ApplicationSpec, own: &str) {
+    let s = &sel.selection;
+    let namespaces = or_else(s.namespaces.join(", "), &format!("{own} (the Backup's)"));
+    d.field(2, "Namespaces", namespaces);
+    let selector = s.label_selector.as_ref().map(selector_text);
+    d.field(
+        2,
         "Label selector",
-        &s.label_selector
-            .as_ref()
-            .map(selector_text)
-            .unwrap_or_else(|| "<none> (every object)".into()),
+        selector.as_deref().unwrap_or("<none> (every object)"),
     );
     if !s.or_label_selectors.is_empty() {
         let list: Vec<String> = s.or_label_selectors.iter().map(selector_text).collect();
-        field(o, "Or label selectors", &list.join(" | "));
+        d.field(2, "Or label selectors", list.join(" | "));
     }
-    field(
-        o,
+    d.field(
+        2,
         "Included resources",
-        &if s.included_resources.is_empty() {
-            "* (all)".to_string()
-        } else {
-            s.included_resources.join(", ")
-        },
+        or_else(s.included_resources.join(", "), "* (all)"),
     );
-    field(
-        o,
+    d.field(
+        2,
         "Excluded resources",
-        &if s.excluded_resources.is_empty() {
-            "<none>".to_string()
-        } else {
-            s.excluded_resources.join(", ")
-        },
+        or_else(s.excluded_resources.join(", "), "<none>"),
     );
     if !s.objects.is_empty() {
         let list: Vec<String> = s
@@ -1414,26 +1346,23 @@ fn selection_text(o: &mut String, sel: &ApplicationSpec, own: &str) {
                 None => format!("{}/{}", r.kind, r.name),
             })
             .collect();
-        field(o, "Named objects", &list.join(", "));
+        d.field(2, "Named objects", list.join(", "));
     }
-    field(o, "Cluster resources", &serde_name(&s.cluster_resources));
+    d.field(2, "Cluster resources", serde_name(&s.cluster_resources));
     if !sel.volumes.is_empty() {
         let list: Vec<String> = sel
             .volumes
             .iter()
             .map(|v| {
-                let which = v
-                    .selector
-                    .as_ref()
-                    .map(selector_text)
-                    .unwrap_or_else(|| "all PVCs".into());
+                let which = v.selector.as_ref().map(selector_text);
+                let which = which.as_deref().unwrap_or("all PVCs");
                 format!("{which}: {}", serde_name(&v.policy))
             })
             .collect();
-        field(o, "Volume policies", &list.join("; "));
+        d.field(2, "Volume policies", list.join("; "));
     }
     if let Some(label) = &sel.consistency_group_label {
-        field(o, "Consistency groups", &format!("by label {label}"));
+        d.field(2, "Consistency groups", format!("by label {label}"));
     }
     if !sel.hooks.is_empty() {
         let list: Vec<String> = sel
@@ -1441,7 +1370,7 @@ fn selection_text(o: &mut String, sel: &ApplicationSpec, own: &str) {
             .iter()
             .map(|h| format!("{} ({} pre, {} post)", h.name, h.pre.len(), h.post.len()))
             .collect();
-        field(o, "Hooks", &list.join(", "));
+        d.field(2, "Hooks", list.join(", "));
     }
 }
 
