@@ -1811,20 +1811,18 @@ mod tests {
                 attempted: 3,
                 failed: 1,
             }),
-            resources_snapshot: Some("aaaa1111".into()),
             volumes: vec![
                 VolumeStatus {
                     pvc: "data".into(),
                     namespace: "shop".into(),
                     mode: VolumePolicyKind::SnapshotAndCopy,
                     volume_backup: Some("shop-1-data".into()),
-                    volume_snapshot: None,
                     snapshot_id: Some("bbbb2222".into()),
                     bytes_total: 256 << 20,
                     bytes_read: 3 << 20,
                     bytes_new: 1 << 20,
                     changed_blocks: true,
-                    full_read_reason: None,
+                    ..Default::default()
                 },
                 VolumeStatus {
                     pvc: "logs".into(),
@@ -1839,16 +1837,21 @@ mod tests {
                 },
             ],
             manifest: Some("cccc3333".into()),
+            resources_snapshot: Some("aaaa1111".into()),
             size: Some("1.0 MiB".into()),
-            conditions: vec![Condition {
+            // Conditions below; fields the API adds later stay empty.
+            ..Default::default()
+        });
+        if let Some(s) = b.status.as_mut() {
+            s.conditions = vec![Condition {
                 type_: "Ready".into(),
                 status: "True".into(),
                 reason: "Done".into(),
                 message: "".into(),
                 last_transition_time: Time(ts("2024-05-01T10:02:03Z")),
                 observed_generation: None,
-            }],
-        });
+            }];
+        }
         b
     }
 
