@@ -201,6 +201,7 @@ fn objects_are_well_formed_and_consistent() {
         "POD_NAMESPACE",
         "COFFER_LOG",
         "COFFER_CACHE_DIR",
+        "COFFER_MOVER_IMAGE",
     ] {
         assert!(env.contains(&want), "the operator's env lacks {want}");
     }
@@ -274,6 +275,7 @@ fn rbac_covers_every_kind_and_no_more_than_it_should() {
         ("", "pods/exec", "create"),
         ("", "pods/log", "get"),
         ("", "persistentvolumeclaims", "delete"),
+        ("", "persistentvolumeclaims", "deletecollection"),
         ("", "secrets", "create"),
         ("", "serviceaccounts", "create"),
         ("events.k8s.io", "events", "create"),
