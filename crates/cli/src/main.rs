@@ -3,11 +3,13 @@
 //! Each command group lives in its own module and only parses arguments, calls the
 //! library crates and prints results; no repository or Kubernetes logic lives here.
 
+mod backup_cmd;
 mod common;
 #[cfg(feature = "dev-cluster")]
 mod demo;
 #[cfg(feature = "dev-cluster")]
 mod dev;
+mod kube_access;
 mod operator_cmd;
 mod repo_cmd;
 mod resources_cmd;
@@ -39,6 +41,9 @@ enum Command {
     /// Back up, inspect and restore Kubernetes objects.
     #[command(subcommand)]
     Resources(Box<resources_cmd::ResourcesCommand>),
+    /// Application backups run by the operator: create, get, describe, delete, logs.
+    #[command(subcommand)]
+    Backup(backup_cmd::BackupCommand),
     /// Changed byte ranges (block) or changed files (fs) between two snapshots.
     Diff(volume_cmd::DiffArgs),
     /// List snapshots.
@@ -111,6 +116,7 @@ fn main() -> std::process::ExitCode {
             Command::Repo(cmd) => repo_cmd::run(&repo, cmd).await,
             Command::Volume(c) => volume_cmd::run(&repo, c).await,
             Command::Resources(c) => resources_cmd::run(&repo, *c).await,
+            Command::Backup(c) => backup_cmd::run(c).await,
             Command::Diff(a) => volume_cmd::diff(&repo, a).await,
             Command::Snapshots(a) => repo_cmd::snapshots(&repo, a).await,
             Command::Forget(a) => repo_cmd::forget(&repo, a).await,

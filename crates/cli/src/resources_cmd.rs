@@ -2,7 +2,7 @@
 //! restore plans saved earlier.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,11 +11,11 @@ use coffer_repo::progress::SharedProgress;
 use coffer_resources::restore::{self, ExistingPolicy, RestorePlan, RestoreReport};
 use coffer_resources::transform::TransformSet;
 use coffer_resources::{
-    ApplyOptions, Catalog, Cluster, ClusterAccess, ClusterResources, KubeconfigSource,
-    RestoreOptions, Selection, collect,
+    ApplyOptions, Catalog, ClusterResources, RestoreOptions, Selection, collect,
 };
 
 use crate::common::{ProgressBars, RepoOpts, parse_tags, print_json};
+use crate::kube_access::{ClusterArgs, cluster_error};
 
 #[derive(Subcommand)]
 pub enum ResourcesCommand {
@@ -47,16 +47,6 @@ pub struct ImportArgs {
     tags: Vec<String>,
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Args)]
-pub struct ClusterArgs {
-    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config or in-cluster).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context (default: the current context).
-    #[arg(long)]
-    context: Option<String>,
 }
 
 #[derive(Args)]
@@ -189,51 +179,6 @@ pub struct ApplyPlanArgs {
     concurrency: usize,
     #[arg(long)]
     json: bool,
-}
-
-impl ClusterArgs {
-    /// Where the cluster's settings come from: --kubeconfig, else the files KUBECONFIG
-    /// lists, else ~/.kube/config when it exists, else the pod's service account.
-    fn access(&self) -> ClusterAccess {
-        let source = if let Some(path) = &self.kubeconfig {
-            KubeconfigSource::Files(vec![path.clone()])
-        } else if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-            KubeconfigSource::Files(
-                std::env::split_paths(&list)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect(),
-            )
-        } else {
-            match std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config")) {
-                Some(p) if p.exists() => KubeconfigSource::Files(vec![p]),
-                _ => KubeconfigSource::InCluster,
-            }
-        };
-        ClusterAccess {
-            source,
-            context: self.context.clone(),
-        }
-    }
-
-    /// Connects, with errors that say what to check.
-    async fn connect(&self) -> Result<Cluster> {
-        Cluster::connect(&self.access())
-            .await
-            .map_err(cluster_error)
-    }
-}
-
-/// The library's error, with the CLI's hint where the user's flags are the likely cause.
-fn cluster_error(e: coffer_resources::Error) -> anyhow::Error {
-    match e {
-        e @ coffer_resources::Error::Unreachable { .. } => {
-            anyhow!("{e} (check --kubeconfig / KUBECONFIG and that the cluster is up)")
-        }
-        e @ coffer_resources::Error::Kubeconfig { .. } => {
-            anyhow!("{e} (check --kubeconfig, KUBECONFIG and --context)")
-        }
-        e => e.into(),
-    }
 }
 
 pub async fn run(repo: &RepoOpts, cmd: ResourcesCommand) -> Result<()> {

@@ -902,7 +902,41 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
     }
     let (ok, out, err) = coffer_cmd(repo, &["check", "--read-data"], &s3_env);
     assert!(ok, "check failed: {out}{err}");
+    // Deleting a Backup whose policy is Delete forgets all of it in the repository; one
+    // with Retain keeps it.
+    assert!(snapshots_now().contains("shop/shop-1"));
+    backups
+        .patch(
+            "shop-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})),
+        )
+        .await
+        .unwrap();
+    backups
+        .delete("shop-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    backups
+        .delete("hook-continue", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backups.get_opt("shop-1").await.unwrap().is_some()
+        || backups.get_opt("hook-continue").await.unwrap().is_some()
+    {
+        assert!(Instant::now() < deadline, "the Backups were not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let after = snapshots_now();
+    assert!(
+        !after.contains("shop/shop-1"),
+        "shop-1 was not forgotten: {after}"
+    );
+    assert!(
+        after.contains("shop/hook-continue"),
+        "a Retain backup's data went: {after}"
+    );
     assert!(
         !after.contains("to-cancel"),
         "the canceled backup left snapshots: {after}"

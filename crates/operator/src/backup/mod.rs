@@ -148,6 +148,14 @@ fn item(
 }
 
 async fn apply(b: &Backup, ctx: &Context) -> Result<Action> {
+    // The controller's cache can lag behind the status this operator wrote a moment ago:
+    // a step must never run twice from a stale status, so read it fresh.
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
+    let fresh = api
+        .get_status(&b.name_any())
+        .await
+        .kube_ctx(|| format!("reading Backup {}", b.name_any()))?;
+    let b = &fresh;
     let mut st = b.status.clone().unwrap_or_default();
     if st.phase.is_some_and(BackupPhase::is_final) {
         return Ok(Action::await_change());
@@ -309,7 +317,7 @@ async fn resources(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Ac
                 .sum();
             if selected == 0 {
                 // Nothing matched: the Backup would restore nothing.
-                let _ = forget_ids(ctx, b, &[summary.snapshot_id.clone()]).await;
+                let _ = forget_ids(ctx, b, std::slice::from_ref(&summary.snapshot_id)).await;
                 return finish_validation(
                     ctx,
                     b,
