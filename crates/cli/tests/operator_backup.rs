@@ -262,23 +262,36 @@ metadata: {{name: blk, namespace: {ns}, labels: {{app: shop, coffer.dev/group: g
 spec: {{accessModes: [ReadWriteOnce], volumeMode: Block, resources: {{requests: {{storage: 256Mi}}}}}}
 ---
 apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: scratch, namespace: {ns}, labels: {{app: shop, copy: live}}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}
+---
+apiVersion: v1
 kind: ConfigMap
 metadata: {{name: settings, namespace: {ns}, labels: {{app: shop}}}}
 data: {{color: blue}}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: db, namespace: {ns}, labels: {{app: shop, tier: db}}}}
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{app: shop, tier: db}}
+  # Velero's hook annotations are honoured too.
+  annotations:
+    pre.hook.backup.velero.io/command: '["sh", "-c", "echo velero > /data/velero-pre"]'
+    pre.hook.backup.velero.io/container: db
 spec:
   containers:
   - name: db
     image: busybox
-    command: [sh, -c, "echo hello > /data/hello.txt; dd if=/dev/urandom of=/dev/blk bs=1M count=5 seek=7 conv=notrunc 2>/dev/null; touch /data/ready; while true; do sleep 1; done"]
-    volumeMounts: [{{name: data, mountPath: /data}}]
+    command: [sh, -c, "echo hello > /data/hello.txt; dd if=/dev/urandom of=/dev/blk bs=1M count=5 seek=7 conv=notrunc 2>/dev/null; echo notes > /scratch/notes.txt; touch /data/ready; while true; do sleep 1; done"]
+    volumeMounts: [{{name: data, mountPath: /data}}, {{name: scratch, mountPath: /scratch}}]
     volumeDevices: [{{name: blk, devicePath: /dev/blk}}]
   volumes:
   - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
   - {{name: blk, persistentVolumeClaim: {{claimName: blk}}}}
+  - {{name: scratch, persistentVolumeClaim: {{claimName: scratch}}}}
 ---
 apiVersion: coffer.dev/v1alpha1
 kind: BackupRepository
@@ -304,6 +317,8 @@ metadata: {name: shop, namespace: NS}
 spec:
   labelSelector: {matchLabels: {app: shop}}
   consistencyGroupLabel: coffer.dev/group
+  volumes:
+  - {selector: {matchLabels: {copy: live}}, policy: live}
   hooks:
   - name: freeze
     labelSelector: {matchLabels: {tier: db}}
@@ -346,15 +361,16 @@ async fn group_backup_with_hooks_changed_blocks_and_byte_identical_restores() {
     let b = env.wait_backup(ns, "shop-1").await;
     let st = b.status.clone().unwrap();
     assert_eq!(st.phase, Some(BackupPhase::Completed), "{st:#?}");
+    // The Application's pre and post hook, and Velero's pre hook annotation.
     assert_eq!(
         st.hooks.as_ref().map(|h| (h.attempted, h.failed)),
-        Some((2, 0))
+        Some((3, 0))
     );
     assert!(
         st.resources_snapshot.is_some() && st.manifest.is_some(),
         "{st:#?}"
     );
-    assert_eq!(st.volumes.len(), 2);
+    assert_eq!(st.volumes.len(), 3);
     let vol = |st: &coffer_api::BackupStatus, pvc: &str| {
         st.volumes.iter().find(|v| v.pvc == pvc).cloned().unwrap()
     };
@@ -401,6 +417,10 @@ async fn group_backup_with_hooks_changed_blocks_and_byte_identical_restores() {
         std::fs::read_to_string(out.join("hello.txt")).unwrap(),
         "hello\n"
     );
+    assert_eq!(
+        std::fs::read_to_string(out.join("velero-pre")).unwrap(),
+        "velero\n"
+    );
     let pre: i64 = std::fs::read_to_string(out.join("pre-marker"))
         .unwrap()
         .trim()
@@ -434,6 +454,41 @@ async fn group_backup_with_hooks_changed_blocks_and_byte_identical_restores() {
         "data movement ({mover_start}) before the post hook ({post})"
     );
     assert_eq!(vb.spec.snapshot_id, data.snapshot_id);
+
+    // The live volume was copied from the mounted PVC while the app was quiesced: after
+    // the pre hook, before the post hook; no snapshot was taken of it.
+    let scratch = vol(&st, "scratch");
+    assert_eq!(scratch.mode, coffer_api::VolumePolicyKind::Live);
+    assert!(
+        scratch.volume_snapshot.is_none() && scratch.group.is_none(),
+        "{scratch:?}"
+    );
+    let live_vb = vbs.get("shop-1-scratch").await.unwrap().status.unwrap();
+    let (ls, le) = (
+        live_vb.start_time.unwrap().0.as_second(),
+        live_vb.completion_time.unwrap().0.as_second(),
+    );
+    assert!(
+        pre <= ls && le <= post,
+        "live copy {ls}..{le} outside the quiesced window {pre}..{post}"
+    );
+    let out_live = tmp.path().join("scratch");
+    let (ok, _, err) = coffer_cmd(
+        &repo_s,
+        &[
+            "volume",
+            "restore",
+            scratch.snapshot_id.as_deref().unwrap(),
+            "--target",
+            out_live.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out_live.join("notes.txt")).unwrap(),
+        "notes\n"
+    );
 
     // The block volume restores byte for byte to what the app wrote.
     let img = tmp.path().join("blk.img");
@@ -825,7 +880,7 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
     assert_eq!(env.leftovers(ns, "shop-1").await, Vec::<String>::new());
 
     // Cancel during the data movement: movers that cannot start (an image that does not
-    // exist) keep the backup in the Movers step; cancel removes everything it made.
+    // exist) keep the backup waiting for them; cancel removes everything it made.
     env.kubectl(
         &[
             "-n",
@@ -854,7 +909,16 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
         "to-cancel",
         json!({"application": "shop", "repository": {"name": "main"}}),
     );
-    env.wait_step(ns, "to-cancel", "Movers").await;
+    // The live volume's mover cannot start: the backup waits in LiveCopy, the app
+    // quiesced; cancel must unquiesce it (the post hook runs) and remove everything.
+    let post_markers = || {
+        env.exec(ns, "db", "ls /data | grep -c post-marker || true")
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let markers_before = post_markers();
+    env.wait_step(ns, "to-cancel", "LiveCopy").await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(60);
     while pods
@@ -878,6 +942,11 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
         .unwrap();
     let st = env.wait_backup(ns, "to-cancel").await.status.unwrap();
     assert_eq!(st.phase, Some(BackupPhase::Canceled), "{st:#?}");
+    assert_eq!(
+        post_markers(),
+        markers_before + 1,
+        "cancel did not run the post hook"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = env.leftovers(ns, "to-cancel").await;

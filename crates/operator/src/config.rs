@@ -41,6 +41,9 @@ pub struct Deadlines {
     pub mover_run: Duration,
     /// A data-mover's progress report: a mover silent this long is taken as lost.
     pub mover_silence: Duration,
+    /// A step that keeps failing (the API server refusing, a repository gone) is retried
+    /// this long, then the backup fails with the last error.
+    pub step_retry: Duration,
 }
 
 impl Default for Deadlines {
@@ -51,6 +54,7 @@ impl Default for Deadlines {
             mover_start: Duration::from_secs(300),
             mover_run: Duration::from_secs(24 * 3600),
             mover_silence: Duration::from_secs(120),
+            step_retry: Duration::from_secs(600),
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Who publishes events.
     pub reporter: Reporter,
+    /// Since when each object's reconcile has been failing (by uid), so that a step that
+    /// keeps failing ends its workflow instead of retrying forever.
+    pub failing_since: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Context {

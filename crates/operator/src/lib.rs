@@ -59,6 +59,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<String> {
         },
         config: config.clone(),
         metrics,
+        failing_since: Default::default(),
     });
     let controllers = async {
         futures::join!(

@@ -61,6 +61,8 @@ pub mod step {
     pub const SNAPSHOTS: &str = "Snapshots";
     /// Unquiesce.
     pub const POST_HOOKS: &str = "PostHooks";
+    /// Volumes of policy `live` copied while the application is quiesced.
+    pub const LIVE_COPY: &str = "LiveCopy";
     /// Data movement.
     pub const MOVERS: &str = "Movers";
     /// Cleanup and manifest.
@@ -102,7 +104,7 @@ async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
     finalizer(&api, BACKUP_FINALIZER, b, |event| {
         let ctx = ctx.clone();
         let fut: futures::future::BoxFuture<'static, Result<Action>> = match event {
-            Finalizer::Apply(b) => Box::pin(async move { apply(&b, &ctx).await }),
+            Finalizer::Apply(b) => Box::pin(async move { apply_or_give_up(&b, &ctx).await }),
             Finalizer::Cleanup(b) => Box::pin(async move { cleanup(&b, &ctx).await }),
         };
         fut
@@ -113,6 +115,82 @@ async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Failed(other.to_string()),
     })
+}
+
+/// Runs the workflow; an error is retried (by the controller's error policy) until the
+/// step has failed for longer than the retry deadline, or at once when the API server
+/// refuses for good (forbidden, invalid): then the backup fails with the error, after its
+/// post hooks if it was quiesced.
+async fn apply_or_give_up(b: &Backup, ctx: &Context) -> Result<Action> {
+    let uid = b.uid().unwrap_or_default();
+    let result = apply(b, ctx).await;
+    let err = match result {
+        Ok(a) => {
+            ctx.failing_since.lock().expect("not poisoned").remove(&uid);
+            return Ok(a);
+        }
+        Err(e) => e,
+    };
+    let permanent = matches!(&err, Error::Kube { source: kube::Error::Api(s), .. } if matches!(s.code, 400 | 403 | 422));
+    let since = *ctx
+        .failing_since
+        .lock()
+        .expect("not poisoned")
+        .entry(uid.clone())
+        .or_insert_with(std::time::Instant::now);
+    if !permanent && since.elapsed() < ctx.config.deadlines.step_retry {
+        return Err(err);
+    }
+    ctx.failing_since.lock().expect("not poisoned").remove(&uid);
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
+    let fresh = api
+        .get_status(&b.name_any())
+        .await
+        .kube_ctx(|| format!("reading Backup {}", b.name_any()))?;
+    let mut st = fresh.status.clone().unwrap_or_default();
+    if st.phase.is_some_and(BackupPhase::is_final) {
+        return Ok(Action::await_change());
+    }
+    let current = st.step.clone().unwrap_or_default();
+    let reason = format!("step {current} failed: {err}");
+    st.items.push(item(
+        ItemKind::Workflow,
+        Severity::Error,
+        &current,
+        None,
+        reason.clone(),
+    ));
+    st.failure = Some(reason);
+    if current == step::FINALIZE || current == step::POST_HOOKS {
+        // The cleanup (or the unquiesce) itself keeps failing: end here, saying so.
+        st.phase = Some(BackupPhase::Failed);
+        st.message = st.failure.clone();
+        st.completion_time = Some(crate::time::now());
+        st.step = None;
+        write_status(ctx, &fresh, &st).await?;
+        ctx.metrics.backups_in_progress.dec();
+        ctx.metrics
+            .backups
+            .get_or_create(&PhaseLabels {
+                phase: "Failed".into(),
+            })
+            .inc();
+        ctx.event(
+            &fresh,
+            EventType::Warning,
+            "Failed",
+            st.message.clone().unwrap_or_default(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    // Quiesced: the post hooks run first.
+    let to = if [step::SNAPSHOTS, step::LIVE_COPY].contains(&current.as_str()) {
+        step::POST_HOOKS
+    } else {
+        step::FINALIZE
+    };
+    next(ctx, &fresh, st, to).await
 }
 
 async fn write_status(ctx: &Context, b: &Backup, st: &BackupStatus) -> Result<()> {
@@ -199,7 +277,8 @@ async fn apply(b: &Backup, ctx: &Context) -> Result<Action> {
         step::PRE_HOOKS => pre_hooks(b, ctx, st).await,
         step::SNAPSHOTS => take_snapshots(b, ctx, st).await,
         step::POST_HOOKS => post_hooks(b, ctx, st).await,
-        step::MOVERS => move_data(b, ctx, st).await,
+        step::LIVE_COPY => move_data(b, ctx, st, Movement::Live).await,
+        step::MOVERS => move_data(b, ctx, st, Movement::Copies).await,
         _ => finalize(b, ctx, st, false).await,
     }
 }
@@ -444,7 +523,31 @@ async fn take_snapshots(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Resu
             st.failure = Some(reason);
         }
     }
-    next(ctx, b, st, step::POST_HOOKS).await
+    let live = st.volumes.iter().any(|v| v.mode == VolumePolicyKind::Live);
+    let to = if live && st.failure.is_none() {
+        step::LIVE_COPY
+    } else {
+        step::POST_HOOKS
+    };
+    next(ctx, b, st, to).await
+}
+
+/// Which volumes a data-movement step moves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Movement {
+    /// Policy `live`: the mounted PVC itself, between the pre and post hooks.
+    Live,
+    /// Policy `snapshotAndCopy`: PVCs made from the snapshots, after the post hooks.
+    Copies,
+}
+
+impl Movement {
+    fn takes(self, mode: VolumePolicyKind) -> bool {
+        match self {
+            Movement::Live => mode == VolumePolicyKind::Live,
+            Movement::Copies => mode == VolumePolicyKind::SnapshotAndCopy,
+        }
+    }
 }
 
 async fn post_hooks(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Action> {
@@ -494,7 +597,12 @@ async fn cbt_plan(ctx: &Context, v: &VolumeStatus) -> Result<Option<movers::CbtP
     Ok(Some(movers::CbtPlan { endpoint, base }))
 }
 
-async fn move_data(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Action> {
+async fn move_data(
+    b: &Backup,
+    ctx: &Context,
+    mut st: BackupStatus,
+    movement: Movement,
+) -> Result<Action> {
     let name = b.name_any();
     let deadlines = &ctx.config.deadlines;
     let mut access: Option<RepositoryAccess> = None;
@@ -503,7 +611,7 @@ async fn move_data(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Ac
     ctx.metrics.movers_running.set(running as i64);
     for i in 0..st.volumes.len() {
         let v = st.volumes[i].clone();
-        if v.mode != VolumePolicyKind::SnapshotAndCopy
+        if !movement.takes(v.mode)
             || matches!(
                 v.phase,
                 Some(VolumeBackupPhase::Completed) | Some(VolumeBackupPhase::Failed)
@@ -643,11 +751,13 @@ async fn move_data(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Ac
     progress.volumes_done = copy
         .iter()
         .filter(|v| {
-            v.mode != VolumePolicyKind::SnapshotAndCopy
-                || matches!(
-                    v.phase,
-                    Some(VolumeBackupPhase::Completed) | Some(VolumeBackupPhase::Failed)
-                )
+            !matches!(
+                v.mode,
+                VolumePolicyKind::SnapshotAndCopy | VolumePolicyKind::Live
+            ) || matches!(
+                v.phase,
+                Some(VolumeBackupPhase::Completed) | Some(VolumeBackupPhase::Failed)
+            )
         })
         .count() as u32;
     progress.bytes_total = copy.iter().map(|v| v.bytes_total).sum();
@@ -655,9 +765,22 @@ async fn move_data(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Ac
         .iter()
         .map(|v| v.bytes_read.min(v.bytes_total.max(v.bytes_read)))
         .sum();
-    let all_done = progress.volumes_done as usize == st.volumes.len();
-    if all_done {
-        return next(ctx, b, st, step::FINALIZE).await;
+    let this_done = st
+        .volumes
+        .iter()
+        .filter(|v| movement.takes(v.mode))
+        .all(|v| {
+            matches!(
+                v.phase,
+                Some(VolumeBackupPhase::Completed) | Some(VolumeBackupPhase::Failed)
+            )
+        });
+    if this_done {
+        let to = match movement {
+            Movement::Live => step::POST_HOOKS,
+            Movement::Copies => step::FINALIZE,
+        };
+        return next(ctx, b, st, to).await;
     }
     write_status(ctx, b, &st).await?;
     Ok(Action::requeue(Duration::from_secs(2)))
@@ -893,7 +1016,7 @@ async fn forget_ids(ctx: &Context, b: &Backup, ids: &[String]) -> Result<()> {
 async fn cancel(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Action> {
     let current = st.step.clone().unwrap_or_default();
     // Quiesced (pre hooks ran, post hooks not yet): unquiesce first.
-    if current == step::SNAPSHOTS || current == step::POST_HOOKS {
+    if current == step::SNAPSHOTS || current == step::LIVE_COPY || current == step::POST_HOOKS {
         let _ = run_hooks(b, ctx, &mut st, hooks::Phase::Post).await?;
     }
     ctx.event(
@@ -933,7 +1056,7 @@ fn send_probe(b: &Backup, ctx: &Context, st: BackupStatus) {
     s(pre_hooks(b, ctx, st.clone()));
     s(take_snapshots(b, ctx, st.clone()));
     s(post_hooks(b, ctx, st.clone()));
-    s(move_data(b, ctx, st.clone()));
+    s(move_data(b, ctx, st.clone(), Movement::Copies));
     s(finalize(b, ctx, st.clone(), false));
     s(cancel(b, ctx, st.clone()));
     s(cleanup(b, ctx));

@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 
 use coffer_api::{
-    Backup, RepositoryRef, VolumeBackup, VolumeBackupPhase, VolumeBackupSpec, VolumeStatus,
+    Backup, RepositoryRef, VolumeBackup, VolumeBackupPhase, VolumeBackupSpec, VolumePolicyKind,
+    VolumeStatus,
 };
 use coffer_cbt::discovery::ServiceEndpoint;
 use coffer_repo::Location;
@@ -135,15 +136,26 @@ pub async fn ensure_secret(
             owner_references: b.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
-        data: Some(data),
+        data: Some(data.clone()),
         ..Default::default()
     };
-    create(
-        &Api::namespaced(client.clone(), ns),
-        &secret,
-        &format!("Secret {ns}/{name}"),
-    )
-    .await
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Made for an earlier mover of this backup: add what this one needs (the CBT CA
+        // of a block volume after a file-system one), never take keys away.
+        Err(e) if is_conflict(&e) => {
+            api.patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "data": data })),
+            )
+            .await
+            .kube_ctx(|| format!("updating Secret {ns}/{name}"))?;
+            Ok(())
+        }
+        Err(e) => Err(e).kube_ctx(|| format!("creating Secret {ns}/{name}")),
+    }
 }
 
 /// The changed-block base of a volume: the snapshot kept from its previous backup.
@@ -210,30 +222,27 @@ pub async fn start(
     )
     .await?;
 
-    let snapshot = v
-        .volume_snapshot
-        .clone()
-        .ok_or_else(|| Error::Failed(format!("PVC {ns}/{} has no snapshot to copy", v.pvc)))?;
-    let pvc: PersistentVolumeClaim = from_json(
-        json!({
-            "metadata": {"name": n.pvc, "namespace": ns, "labels": vb_labels, "ownerReferences": owner},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": v.storage_class,
-                "volumeMode": if block { "Block" } else { "Filesystem" },
-                "resources": {"requests": {"storage": v.size.clone().unwrap_or_else(|| "1Gi".into())}},
-                "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot},
-            },
-        }),
-        "the mover's PVC",
-    )?;
-    create(
-        &Api::namespaced(client.clone(), ns),
-        &pvc,
-        &format!("PVC {ns}/{}", n.pvc),
-    )
-    .await?;
-
+    let live = v.mode == VolumePolicyKind::Live;
+    // A live copy mounts the application's PVC itself, on the node where it is mounted
+    // (a ReadWriteOnce volume can be shared by pods of one node).
+    let (claim, node) = if live {
+        (v.pvc.clone(), node_using(client, ns, &v.pvc).await?)
+    } else {
+        (n.pvc.clone(), None)
+    };
+    let snapshot = match (&v.volume_snapshot, live) {
+        (_, true) => String::new(),
+        (Some(s), false) => s.clone(),
+        (None, false) => {
+            return Err(Error::Failed(format!(
+                "PVC {ns}/{} has no snapshot to copy",
+                v.pvc
+            )));
+        }
+    };
+    if !live {
+        make_pvc(client, ns, &n.pvc, v, block, &snapshot, &vb_labels, &owner).await?;
+    }
     let mut args = vec![
         "mover".to_string(),
         "backup".into(),
@@ -250,7 +259,7 @@ pub async fn start(
         args.extend(["--key-file".into(), format!("{SECRET_DIR}/key")]);
     }
     let mut volumes = vec![
-        json!({"name": "source", "persistentVolumeClaim": {"claimName": n.pvc, "readOnly": !block}}),
+        json!({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": !block}}),
         json!({"name": "cache", "emptyDir": {}}),
         json!({"name": "repo", "secret": {"secretName": secret_name(&b.name_any()), "defaultMode": 0o400}}),
     ];
@@ -265,7 +274,7 @@ pub async fn start(
         );
         mounts.push(json!({"name": "repository", "mountPath": path}));
     }
-    match (block, cbt) {
+    match (block, cbt.filter(|_| !live)) {
         (true, Some(c)) => {
             volumes.push(json!({"name": "cbt-token", "projected": {"sources": [
                 {"serviceAccountToken": {"audience": c.endpoint.audience, "expirationSeconds": 3600, "path": "token"}}]}}));
@@ -324,6 +333,7 @@ pub async fn start(
         json!({
             "metadata": {"name": n.pod, "namespace": ns, "labels": pod_labels, "ownerReferences": owner},
             "spec": {
+                "nodeName": node,
                 "restartPolicy": "Never",
                 "serviceAccountName": MOVER_SERVICE_ACCOUNT,
                 "containers": [container],
@@ -575,4 +585,60 @@ pub async fn running(client: &Client) -> Result<usize> {
                 )
         })
         .count())
+}
+
+/// The PVC a mover reads: made from `snapshot`, shaped as the source PVC.
+#[allow(clippy::too_many_arguments)]
+async fn make_pvc(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    v: &VolumeStatus,
+    block: bool,
+    snapshot: &str,
+    labels: &BTreeMap<String, String>,
+    owner: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+) -> Result<()> {
+    let pvc: PersistentVolumeClaim = from_json(
+        json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": owner},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": v.storage_class,
+                "volumeMode": if block { "Block" } else { "Filesystem" },
+                "resources": {"requests": {"storage": v.size.clone().unwrap_or_else(|| "1Gi".into())}},
+                "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot},
+            },
+        }),
+        "the mover's PVC",
+    )?;
+    create(
+        &Api::namespaced(client.clone(), ns),
+        &pvc,
+        &format!("PVC {ns}/{name}"),
+    )
+    .await
+}
+
+/// The node of a running pod that mounts PVC `ns/pvc`, if any.
+async fn node_using(client: &Client, ns: &str, pvc: &str) -> Result<Option<String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .kube_ctx(|| format!("listing the pods of {ns}"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .find(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.volumes.iter().flatten().any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.claim_name == pvc)
+                })
+            })
+        })
+        .and_then(|p| p.spec.and_then(|s| s.node_name)))
 }

@@ -194,11 +194,6 @@ pub async fn volumes(
             if policy.policy == VolumePolicyKind::Exclude {
                 continue;
             }
-            if policy.policy == VolumePolicyKind::Live {
-                return Err(Error::Invalid(format!(
-                    "PVC {ns}/{name}: volume policy live is not supported by this version of the operator: use snapshotAndCopy or snapshot on storage with snapshots, or exclude"
-                )));
-            }
             let spec = pvc.spec.clone().unwrap_or_default();
             let Some(pv_name) = spec.volume_name.clone().filter(|v| !v.is_empty()) else {
                 warnings.push(format!(
@@ -217,24 +212,28 @@ pub async fn volumes(
                 .map(|c| c.driver.clone());
             let class = spec.storage_class_name.clone();
             let snapshot_class = match &driver {
+                // A live copy needs no snapshot.
+                _ if policy.policy == VolumePolicyKind::Live => None,
                 None => {
                     return Err(Error::Invalid(format!(
                         "PVC {ns}/{name} (StorageClass {}) is not a CSI volume, so it cannot be snapshotted: set its volume policy to exclude",
                         class.as_deref().unwrap_or("none")
                     )));
                 }
-                Some(d) => pick_class(&classes, d, policy.volume_snapshot_class.as_deref())
+                Some(d) => Some(pick_class(&classes, d, policy.volume_snapshot_class.as_deref())
                     .map_err(|reason| {
                         Error::Invalid(format!(
                             "PVC {ns}/{name} (StorageClass {}, driver {d}) cannot be snapshotted: {reason}",
                             class.as_deref().unwrap_or("none")
                         ))
-                    })?,
+                    })?),
             };
+            // A live copy is not snapshotted, so it is in no group.
             let group = app
                 .consistency_group_label
                 .as_ref()
-                .and_then(|k| labels.get(k).cloned());
+                .and_then(|k| labels.get(k).cloned())
+                .filter(|_| policy.policy != VolumePolicyKind::Live);
             let size = spec
                 .resources
                 .as_ref()
@@ -249,7 +248,7 @@ pub async fn volumes(
                 size,
                 storage_class: class,
                 driver,
-                snapshot_class: Some(snapshot_class),
+                snapshot_class,
                 group,
                 ..Default::default()
             });

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use coffer_api::{Backup, VolumeStatus};
+use coffer_api::{Backup, VolumePolicyKind, VolumeStatus};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -108,6 +108,12 @@ pub async fn take(
     let owner = b.controller_owner_ref(&()).map(|o| vec![o]);
     let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (i, v) in volumes.iter().enumerate() {
+        if !matches!(
+            v.mode,
+            VolumePolicyKind::Snapshot | VolumePolicyKind::SnapshotAndCopy
+        ) {
+            continue;
+        }
         match &v.group {
             Some(g) => groups
                 .entry((v.namespace.clone(), g.clone()))
@@ -171,7 +177,13 @@ pub async fn take(
             v.volume_snapshot = Some(vs.clone());
         }
     }
-    for v in volumes.iter_mut().filter(|v| v.group.is_none()) {
+    for v in volumes.iter_mut().filter(|v| {
+        v.group.is_none()
+            && matches!(
+                v.mode,
+                VolumePolicyKind::Snapshot | VolumePolicyKind::SnapshotAndCopy
+            )
+    }) {
         let name = object_name(&[&b.name_any(), &v.pvc]);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &v.namespace, &vs_ar());
         wait_ready(&api, &name, "VolumeSnapshot", deadline, started).await?;
