@@ -581,6 +581,56 @@ async fn group_backup_with_hooks_changed_blocks_and_byte_identical_restores() {
         "{blk3:?}"
     );
 
+    // The repository is the catalog: a Backup object deleted (policy Retain) comes back
+    // from its manifest, Completed, as on a new cluster pointed at the repository.
+    let backups: Api<Backup> = Api::namespaced(env.client.clone(), ns);
+    let manifest_1 = backups
+        .get("shop-1")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .manifest;
+    backups
+        .delete("shop-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backups.get_opt("shop-1").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "shop-1 was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Any change to the repository object makes the operator look at it again.
+    env.kubectl(
+        &[
+            "-n",
+            ns,
+            "annotate",
+            "backuprepository",
+            "main",
+            "touched=1",
+        ],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let synced = loop {
+        if let Some(b) = backups.get_opt("shop-1").await.unwrap()
+            && b.status.as_ref().and_then(|s| s.phase).is_some()
+        {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shop-1 was not synced back from the repository"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let sst = synced.status.unwrap();
+    assert_eq!(sst.phase, Some(BackupPhase::Completed), "{sst:#?}");
+    assert_eq!(sst.manifest, manifest_1);
+    assert_eq!(sst.volumes.len(), 3);
+    assert!(synced.spec.selection.is_some() && synced.spec.application.is_none());
+
     // The repository checks clean, every byte.
     let (ok, out, err) = coffer_cmd(&repo_s, &["check", "--read-data"], &[]);
     assert!(ok, "check failed: {out}{err}");

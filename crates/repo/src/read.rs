@@ -178,8 +178,10 @@ impl Repository {
                 });
             }
         }
-        let parts: Vec<Bytes> = futures::stream::iter(ids.iter())
-            .map(|id| self.read_chunk(id))
+        // By index: a closure over references makes this future not provably Send to
+        // callers that spawn it (the operator's controllers).
+        let parts: Vec<Bytes> = futures::stream::iter(0..ids.len())
+            .map(|i| self.read_chunk(&ids[i]))
             .buffered(4)
             .try_collect()
             .await?;

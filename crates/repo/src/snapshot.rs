@@ -344,8 +344,8 @@ impl Repository {
     pub async fn snapshot_chunks(&self, snap: &Snapshot) -> Result<Vec<ChunkId>> {
         let path = snapshot_path(&snap.id);
         let mut decoder = RefsDecoder::default();
-        let mut parts = futures::stream::iter(snap.refs.iter())
-            .map(|id| self.read_chunk(id))
+        let mut parts = futures::stream::iter(0..snap.refs.len())
+            .map(|i| self.read_chunk(&snap.refs[i]))
             .buffered(4);
         while let Some(part) = parts.next().await {
             decoder.feed(&part?).map_err(|r| Error::corrupt(&path, r))?;

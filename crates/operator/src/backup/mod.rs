@@ -238,6 +238,14 @@ async fn apply(b: &Backup, ctx: &Context) -> Result<Action> {
     if st.phase.is_some_and(BackupPhase::is_final) {
         return Ok(Action::await_change());
     }
+    // Made from a manifest found in a repository: its status is being written by the
+    // repository controller; it never runs.
+    if st.phase.is_none()
+        && b.annotations()
+            .contains_key(crate::repository::controller::SYNCED_ANNOTATION)
+    {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     if st.phase.is_none() || st.phase == Some(BackupPhase::New) {
         st.phase = Some(BackupPhase::InProgress);
         st.start_time = Some(crate::time::now());
@@ -1048,6 +1056,8 @@ async fn cleanup(b: &Backup, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// Compile-time check: every step's future is Send for any lifetime (the controller
+/// spawns them; a closure over references inside a stream breaks that).
 #[allow(dead_code)]
 fn send_probe(b: &Backup, ctx: &Context, st: BackupStatus) {
     fn s<T: Send>(_: T) {}

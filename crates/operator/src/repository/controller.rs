@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_api::{
-    BackupRepository, ClusterBackupRepository, RepositoryPhase, RepositorySettings,
-    RepositoryStatus,
+    Backup, BackupRepository, BackupSpec, BackupStatus, ClusterBackupRepository, RepositoryKind,
+    RepositoryPhase, RepositoryRef, RepositorySettings, RepositoryStatus,
 };
+use coffer_repo::Repository;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -52,17 +54,33 @@ fn error_policy<K>(_obj: Arc<K>, e: &Error, _ctx: Arc<Context>) -> Action {
 
 async fn reconcile_namespaced(obj: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Action> {
     let ns = obj.namespace().unwrap_or_default();
-    let status = check(&ctx, &obj.spec.settings, &ns, obj.metadata.generation).await;
+    let reference = RepositoryRef {
+        name: obj.name_any(),
+        kind: RepositoryKind::BackupRepository,
+    };
+    let status = check(
+        &ctx,
+        &obj.spec.settings,
+        &ns,
+        obj.metadata.generation,
+        Some((&reference, Some(ns.as_str()))),
+    )
+    .await;
     let api: Api<BackupRepository> = Api::namespaced(ctx.client.clone(), &ns);
     finish(&ctx, &*obj, &api, status).await
 }
 
 async fn reconcile_cluster(obj: Arc<ClusterBackupRepository>, ctx: Arc<Context>) -> Result<Action> {
+    let reference = RepositoryRef {
+        name: obj.name_any(),
+        kind: RepositoryKind::ClusterBackupRepository,
+    };
     let status = check(
         &ctx,
         &obj.spec.settings,
         &ctx.config.namespace,
         obj.metadata.generation,
+        Some((&reference, None)),
     )
     .await;
     let api: Api<ClusterBackupRepository> = Api::all(ctx.client.clone());
@@ -130,11 +148,19 @@ async fn check(
     settings: &RepositorySettings,
     secret_ns: &str,
     generation: Option<i64>,
+    sync: Option<(&RepositoryRef, Option<&str>)>,
 ) -> RepositoryStatus {
     let now = Some(crate::time::now());
     let opened = async {
         let access = RepositoryAccess::resolve(&ctx.client, settings, secret_ns).await?;
         let (repo, created) = access.open_or_init(&ctx.open_options()).await?;
+        if let Some((reference, namespace)) = sync {
+            // A Backup that cannot be synced is reported, and does not make the
+            // repository unavailable.
+            if let Err(e) = sync_backups(ctx, &repo, reference, namespace).await {
+                tracing::warn!(error = %e, "syncing backups from the repository failed");
+            }
+        }
         let stats = repo.stats().await?;
         Ok::<_, Error>((repo.config().id.to_string(), created, stats))
     }
@@ -178,4 +204,110 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Annotation on a Backup created from a manifest found in a repository (its id).
+pub const SYNCED_ANNOTATION: &str = "coffer.dev/synced-from-manifest";
+
+/// Creates a Backup object (phase as recorded, status from the manifest) for every backup
+/// manifest in the repository that has none in the cluster: a new cluster pointed at an
+/// old repository sees its backups. `namespace` limits it to the manifests of one
+/// namespace (a namespaced repository serves only its own). Returns how many it made.
+pub async fn sync_backups(
+    ctx: &Context,
+    repo: &Repository,
+    reference: &RepositoryRef,
+    namespace: Option<&str>,
+) -> Result<u32> {
+    let mut made = 0;
+    for snap in repo.list_snapshots().await? {
+        if snap.kind.as_str() != crate::backup::manifest::KIND {
+            continue;
+        }
+        let Some((ns, name)) = snap
+            .tags
+            .get(crate::mover::BACKUP_TAG)
+            .and_then(|t| t.split_once('/'))
+        else {
+            continue;
+        };
+        if namespace.is_some_and(|n| n != ns) {
+            continue;
+        }
+        let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), ns);
+        if backups
+            .get_opt(name)
+            .await
+            .kube_ctx(|| format!("reading Backup {ns}/{name}"))?
+            .is_some()
+        {
+            continue;
+        }
+        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+        if namespaces
+            .get_opt(ns)
+            .await
+            .kube_ctx(|| format!("reading namespace {ns}"))?
+            .is_none()
+        {
+            // Its namespace is not in this cluster (yet): nothing to show it in.
+            continue;
+        }
+        let id = snap.id.to_string();
+        let m = crate::backup::manifest::read(repo, &id).await?;
+        let mut b = Backup::new(
+            name,
+            BackupSpec {
+                application: None,
+                selection: Some(m.application.clone()),
+                repository: reference.clone(),
+                labels: m.labels.clone(),
+                ..Default::default()
+            },
+        );
+        b.metadata.namespace = Some(ns.to_string());
+        b.metadata.annotations = Some([(SYNCED_ANNOTATION.to_string(), id.clone())].into());
+        b.metadata.labels = Some([("coffer.dev/synced".to_string(), "true".to_string())].into());
+        match backups.create(&Default::default(), &b).await {
+            Ok(_) => {}
+            Err(e) if crate::error::is_conflict(&e) => continue,
+            Err(e) => return Err(e).kube_ctx(|| format!("creating Backup {ns}/{name}")),
+        }
+        let status = BackupStatus {
+            phase: Some(m.phase),
+            message: Some(format!(
+                "synced from the repository (manifest {})",
+                &id[..8]
+            )),
+            start_time: m.start_time.map(crate::time::from_chrono),
+            completion_time: Some(crate::time::from_chrono(m.completion_time)),
+            hooks: Some(m.hooks.clone()),
+            items: m.items.clone(),
+            resources_snapshot: m.resources_snapshot.clone(),
+            volumes: m.volumes.clone(),
+            manifest: Some(id.clone()),
+            size: Some(human_bytes(m.volumes.iter().map(|v| v.bytes_new).sum())),
+            ..Default::default()
+        };
+        let patch =
+            json!({"apiVersion": coffer_api::API_VERSION, "kind": "Backup", "status": status});
+        backups
+            .patch_status(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .kube_ctx(|| format!("writing the status of Backup {ns}/{name}"))?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// Compile-time check: the futures the controllers spawn are Send for any lifetime (a
+/// closure over references inside a stream breaks that, and only shows at the spawn).
+#[allow(dead_code)]
+fn send_probe(repo: &Repository, ctx: &Context, r: &RepositoryRef) {
+    fn s<T: Send>(_: T) {}
+    s(sync_backups(ctx, repo, r, None));
 }
