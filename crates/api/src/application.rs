@@ -161,9 +161,20 @@ pub struct HookGroup {
     version = "v1alpha1",
     kind = "Application",
     namespaced,
+    status = "ApplicationStatus",
     shortname = "capp",
     category = "coffer",
     doc = "What makes up an application: its objects, how its volumes are protected, its hooks.",
+    printcolumn(
+        name = "Last backup",
+        type_ = "string",
+        json_path = ".status.lastBackup"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.lastBackupPhase"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -185,4 +196,22 @@ pub struct ApplicationSpec {
     /// Hooks around the snapshots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookGroup>,
+}
+
+/// What the operator last did with an Application.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationStatus {
+    /// The last Backup of it that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
+    /// How that Backup ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_phase: Option<crate::BackupPhase>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The last Backup of it that Completed (the newest restorable one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed_backup: Option<String>,
 }

@@ -26,8 +26,8 @@ pub mod repository;
 pub mod volume_backup;
 
 pub use application::{
-    Application, ApplicationSpec, ClusterResources, ExecHook, Hook, HookGroup, ObjectRef, OnError,
-    Selection, VolumePolicy, VolumePolicyKind,
+    Application, ApplicationSpec, ApplicationStatus, ClusterResources, ExecHook, Hook, HookGroup,
+    ObjectRef, OnError, Selection, VolumePolicy, VolumePolicyKind,
 };
 pub use backup::{
     Backup, BackupPhase, BackupProgress, BackupSpec, BackupStatus, DeletionPolicy, HookCounts,

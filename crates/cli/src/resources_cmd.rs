@@ -230,6 +230,7 @@ async fn backup(repo_opts: &RepoOpts, a: BackupArgs) -> Result<()> {
             include_resources: a.include_resources,
             exclude_resources: a.exclude_resources,
             cluster_resources,
+            ..Default::default()
         },
         tags,
         &progress,

@@ -581,6 +581,13 @@ async fn group_backup_with_hooks_changed_blocks_and_byte_identical_restores() {
         "{blk3:?}"
     );
 
+    // The Application says what happened last.
+    let apps: Api<coffer_api::Application> = Api::namespaced(env.client.clone(), ns);
+    let app_status = apps.get("shop").await.unwrap().status.unwrap();
+    assert_eq!(app_status.last_backup.as_deref(), Some("shop-3"));
+    assert_eq!(app_status.last_completed_backup.as_deref(), Some("shop-3"));
+    assert_eq!(app_status.last_backup_phase, Some(BackupPhase::Completed));
+
     // The repository is the catalog: a Backup object deleted (policy Retain) comes back
     // from its manifest, Completed, as on a new cluster pointed at the repository.
     let backups: Api<Backup> = Api::namespaced(env.client.clone(), ns);
@@ -910,6 +917,53 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
         "{st:#?}"
     );
     assert!(st.manifest.is_some(), "{st:#?}");
+
+    // orLabelSelectors and objects named one by one: the union, and nothing else.
+    env.backup(
+        ns,
+        "or-and-named",
+        json!({"selection": {"orLabelSelectors": [{"matchLabels": {"tier": "db"}}, {"matchLabels": {"copy": "live"}}],
+                             "objects": [{"kind": "configmap", "name": "settings"}],
+                             "volumes": [{"policy": "exclude"}]},
+               "repository": {"name": "main"}}),
+    );
+    let st = env.wait_backup(ns, "or-and-named").await.status.unwrap();
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{st:#?}");
+    let (ok, out, err) = coffer_cmd(
+        repo,
+        &[
+            "resources",
+            "list",
+            st.resources_snapshot.as_deref().unwrap(),
+            "--json",
+        ],
+        &s3_env,
+    );
+    assert!(ok, "{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    // The namespace's objects: exactly the union (cluster-scoped ones that these need,
+    // the PV and StorageClass of the PVC, come along too).
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter(|o| o["namespace"].is_string())
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ConfigMap/settings",
+            "PersistentVolumeClaim/scratch",
+            "Pod/db"
+        ],
+        "{out}"
+    );
 
     // A backup on S3 that completes, with the operator's leader deleted during the data
     // movement: the other replica takes over and finishes it.

@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use coffer_api::{VolumeBackup, VolumeBackupPhase, VolumeBackupStatus};
 use coffer_cbt::SnapshotMetadataClient;
 use coffer_cbt::discovery::ServiceEndpoint;
-use coffer_repo::{ParentChoice, Progress, Repository, SharedProgress, SnapshotKind, Unit};
+use coffer_repo::progress::Counters;
+use coffer_repo::{ParentChoice, Repository, SharedProgress, SnapshotKind};
 use coffer_volume::{block, fs};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -58,29 +57,6 @@ pub struct MoverBackup {
     pub cbt: Option<CbtArgs>,
     /// This pod's name (recorded in status).
     pub pod: Option<String>,
-}
-
-/// Counts what the volume layer reports, for the status updates.
-#[derive(Default)]
-struct Counting {
-    done: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Progress for Counting {
-    fn stage(&self, _name: &str, _unit: Unit, total: Option<u64>) {
-        self.done.store(0, Ordering::Relaxed);
-        self.total.store(total.unwrap_or(0), Ordering::Relaxed);
-    }
-    fn set_total(&self, total: u64) {
-        self.total.store(total, Ordering::Relaxed);
-    }
-    fn advance(&self, n: u64) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-    }
-    fn warn(&self, item: &str, message: &str) {
-        tracing::warn!(item, message, "data mover warning");
-    }
 }
 
 async fn patch(api: &Api<VolumeBackup>, name: &str, status: serde_json::Value) -> Result<()> {
@@ -227,7 +203,7 @@ async fn move_data(
         }
     }
 
-    let counting = Arc::new(Counting::default());
+    let counting = Counters::new();
     let progress: SharedProgress = counting.clone();
     // Status every two seconds while the data moves.
     let reporter = {
@@ -237,8 +213,8 @@ async fn move_data(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let status = json!({"bytesDone": c.done.load(Ordering::Relaxed),
-                                    "bytesTotal": c.total.load(Ordering::Relaxed),
+                let (done, total) = c.position();
+                let status = json!({"bytesDone": done, "bytesTotal": total,
                                     "lastUpdateTime": crate::time::now()});
                 if let Err(e) = patch(&api, &name, status).await {
                     tracing::warn!(error = %e, "progress update failed");

@@ -63,7 +63,7 @@ pub use progress::{Progress, SharedProgress, Unit};
 pub use prune::{PruneOptions, PrunePlan, PruneReport};
 pub use repository::{ChunkerParams, InitOptions, OpenOptions, RepoConfig, Repository};
 pub use snapshot::{NewSnapshot, ParentChoice, Snapshot, SnapshotKind};
-pub use stats::RepoStats;
+pub use stats::{RepoStats, human_bytes};
 pub use storage::{
     Location, ObjectInfo, ObjectWriter, OpendalStorage, S3Options, Storage, StorageOptions,
 };

@@ -79,12 +79,29 @@ pub struct Selection {
     pub all_namespaces: bool,
     /// Label selector (kubectl syntax), evaluated by the API server.
     pub selector: Option<String>,
+    /// More label selectors: an object matching any of them (or `selector`) is selected
+    /// (Velero's `orLabelSelectors`). With these and no `selector`, only what they match.
+    pub or_selectors: Vec<String>,
+    /// Objects named one by one, selected whatever their labels (in addition to what the
+    /// selectors select).
+    pub objects: Vec<NamedObject>,
     /// Only these resource types (kubectl names).
     pub include_resources: Vec<String>,
     /// Never these resource types (kubectl names).
     pub exclude_resources: Vec<String>,
     /// Which cluster-scoped objects come along.
     pub cluster_resources: ClusterResources,
+}
+
+/// One object named in a selection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedObject {
+    /// Its type, as kubectl names it (`deployment`, `deployments.apps`, `cm`).
+    pub resource: String,
+    /// Its namespace (namespaced types; default: each selected namespace).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
 }
 
 /// What `resources backup` reports.
@@ -349,29 +366,37 @@ pub async fn backup(
     let namespaced: Vec<&ServedResource> = types.iter().copied().filter(|r| r.namespaced).collect();
     // Owned jobs: a stream of futures that borrow from their closure's argument is not
     // provably Send to callers that spawn this future (the operator's controllers).
-    let jobs: Vec<(ServedResource, Option<String>)> = if sel.all_namespaces {
-        namespaced.iter().map(|r| ((*r).clone(), None)).collect()
+    // One listing per selector too: `selector` and each of `or_selectors` (the union is
+    // kept; duplicates go below).
+    let selectors: Vec<Option<String>> = if sel.or_selectors.is_empty() {
+        vec![sel.selector.clone()]
     } else {
-        namespaced
+        sel.selector
             .iter()
-            .flat_map(|r| {
-                namespaces
-                    .iter()
-                    .map(move |ns| ((*r).clone(), Some(ns.clone())))
-            })
+            .chain(&sel.or_selectors)
+            .map(|s| Some(s.clone()))
             .collect()
     };
-    let selector = sel.selector.clone();
-    let listed: Vec<(ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
-        .map(|(r, ns)| {
-            let selector = selector.clone();
-            async move {
-                let res = list_all(client, &r, ns.as_deref(), selector.as_deref()).await;
-                if let Ok(items) = &res {
-                    progress.advance(items.len() as u64);
-                }
-                (r, res)
+    let scopes: Vec<Option<String>> = if sel.all_namespaces {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.clone())).collect()
+    };
+    let mut jobs: Vec<(ServedResource, Option<String>, Option<String>)> = Vec::new();
+    for r in &namespaced {
+        for ns in &scopes {
+            for selector in &selectors {
+                jobs.push(((*r).clone(), ns.clone(), selector.clone()));
             }
+        }
+    }
+    let listed: Vec<(ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
+        .map(|(r, ns, selector)| async move {
+            let res = list_all(client, &r, ns.as_deref(), selector.as_deref()).await;
+            if let Ok(items) = &res {
+                progress.advance(items.len() as u64);
+            }
+            (r, res)
         })
         .buffer_unordered(8)
         .collect()
@@ -388,6 +413,44 @@ pub async fn backup(
                 )));
             }
             Err(e) => warnings.push(format!("could not list {}: {e}", r.group_resource())),
+        }
+    }
+    // Objects named one by one.
+    for named in &sel.objects {
+        let found = match disc.resolve(&named.resource) {
+            Ok(rs) => rs,
+            Err(e) => {
+                warnings.push(format!("object {}/{}: {e}", named.resource, named.name));
+                continue;
+            }
+        };
+        let Some(r) = found.into_iter().next().cloned() else {
+            continue;
+        };
+        let scopes: Vec<Option<String>> = match (&named.namespace, r.namespaced) {
+            (_, false) => vec![None],
+            (Some(ns), true) => vec![Some(ns.clone())],
+            (None, true) => namespaces.iter().map(|n| Some(n.clone())).collect(),
+        };
+        let mut any = false;
+        for ns in scopes {
+            match get_object(client, &r, ns.as_deref(), &named.name).await {
+                Ok(Some(o)) => {
+                    any = true;
+                    objects.push((r.clone(), o));
+                }
+                Ok(None) => {}
+                Err(e) => warnings.push(format!(
+                    "could not read {}/{}: {e}",
+                    named.resource, named.name
+                )),
+            }
+        }
+        if !any {
+            warnings.push(format!(
+                "object {}/{} named in the selection does not exist",
+                named.resource, named.name
+            ));
         }
     }
     objects.retain(|(r, o)| object_not_stored(r, o).is_none());

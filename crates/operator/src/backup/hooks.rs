@@ -151,16 +151,7 @@ async fn plan(
             group.namespaces.clone()
         };
         for ns in nss {
-            let mut lp = ListParams::default();
-            if let Some(q) = group
-                .label_selector
-                .as_ref()
-                .map(selector::to_query)
-                .transpose()?
-                .flatten()
-            {
-                lp = lp.labels(&q);
-            }
+            let lp = list_params(group.label_selector.as_ref())?;
             for pod in running_pods(client, &ns, &lp).await? {
                 for h in hooks {
                     let container = h
@@ -181,17 +172,7 @@ async fn plan(
     }
     // Velero's annotations on the application's pods.
     let prefix = phase.velero_prefix();
-    let mut lp = ListParams::default();
-    if let Some(q) = app
-        .selection
-        .label_selector
-        .as_ref()
-        .map(selector::to_query)
-        .transpose()?
-        .flatten()
-    {
-        lp = lp.labels(&q);
-    }
+    let lp = list_params(app.selection.label_selector.as_ref())?;
     for ns in namespaces {
         for pod in running_pods(client, ns, &lp).await? {
             let a = pod.annotations();
@@ -221,6 +202,17 @@ async fn plan(
         }
     }
     Ok(out)
+}
+
+/// A listing restricted to `sel` (everything without one).
+fn list_params(
+    sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+) -> Result<ListParams> {
+    let lp = ListParams::default();
+    Ok(match sel.map(selector::to_query).transpose()?.flatten() {
+        Some(q) => lp.labels(&q),
+        None => lp,
+    })
 }
 
 /// Velero's command annotation: a JSON array, or one command word.

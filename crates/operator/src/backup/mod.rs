@@ -975,6 +975,7 @@ async fn finalize(
     let new: u64 = st.volumes.iter().map(|v| v.bytes_new).sum();
     st.size = Some(human_bytes(new));
     write_status(ctx, b, &st).await?;
+    record_on_application(ctx, b, phase).await;
     ctx.metrics.backups_in_progress.dec();
     ctx.metrics
         .backups
@@ -1000,6 +1001,34 @@ async fn finalize(
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// Records the backup's end in its Application's status (best effort: the Backup's own
+/// status is the record).
+async fn record_on_application(ctx: &Context, b: &Backup, phase: BackupPhase) {
+    let Some(app) = &b.spec.application else {
+        return;
+    };
+    let api: Api<coffer_api::Application> =
+        Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
+    let mut status = json!({
+        "lastBackup": b.name_any(),
+        "lastBackupPhase": phase,
+        "lastBackupTime": crate::time::now(),
+    });
+    if phase == BackupPhase::Completed {
+        status["lastCompletedBackup"] = json!(b.name_any());
+    }
+    if let Err(e) = api
+        .patch_status(
+            app,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+    {
+        tracing::warn!(application = %app, error = %e, "cannot record the backup on its Application");
+    }
 }
 
 /// Forgets repository snapshots by id (already gone is fine).

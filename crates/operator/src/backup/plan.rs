@@ -108,24 +108,36 @@ pub fn namespaces(app: &ApplicationSpec, own: &str) -> Vec<String> {
 /// The selection as the resources layer takes it.
 pub fn selection(app: &ApplicationSpec, own: &str) -> Result<Selection> {
     let s = &app.selection;
-    if !s.or_label_selectors.is_empty() {
-        return Err(Error::Invalid(
-            "orLabelSelectors is not supported by this version of the operator: use one labelSelector (or several Backups)".into(),
-        ));
-    }
-    if !s.objects.is_empty() {
-        return Err(Error::Invalid(
-            "objects (named objects) is not supported by this version of the operator: select them by label".into(),
-        ));
-    }
     let selector = match &s.label_selector {
         Some(l) => selector::to_query(l)?,
         None => None,
     };
+    let mut or_selectors = Vec::new();
+    for l in &s.or_label_selectors {
+        match selector::to_query(l)? {
+            Some(q) => or_selectors.push(q),
+            None => {
+                return Err(Error::Invalid(
+                    "an empty selector in orLabelSelectors would select everything: remove it, or drop orLabelSelectors".into(),
+                ));
+            }
+        }
+    }
+    let objects = s
+        .objects
+        .iter()
+        .map(|o| coffer_resources::collect::NamedObject {
+            resource: o.kind.clone(),
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+        })
+        .collect();
     Ok(Selection {
         namespaces: namespaces(app, own),
         all_namespaces: false,
         selector,
+        or_selectors,
+        objects,
         include_resources: s.included_resources.clone(),
         exclude_resources: s.excluded_resources.clone(),
         cluster_resources: match s.cluster_resources {
@@ -161,22 +173,41 @@ pub async fn volumes(
     if !pvcs_selected(app) {
         return Ok((out, warnings));
     }
-    let query = match &app.selection.label_selector {
-        Some(l) => selector::to_query(l)?,
-        None => None,
+    let sel = &app.selection;
+    // A PVC is the application's when a selector selects it (the label selector, or any
+    // of the OR selectors; everything without either) or it is named.
+    let selected = |pvc: &PersistentVolumeClaim, ns: &str| {
+        let labels = pvc.labels();
+        let by_label = match (&sel.label_selector, sel.or_label_selectors.is_empty()) {
+            (None, true) => true,
+            (Some(l), true) => selector::matches(l, labels),
+            (l, false) => {
+                l.as_ref().is_some_and(|l| selector::matches(l, labels))
+                    || sel
+                        .or_label_selectors
+                        .iter()
+                        .any(|o| selector::matches(o, labels))
+            }
+        };
+        let named = sel.objects.iter().any(|o| {
+            let k = o.kind.to_ascii_lowercase();
+            ["persistentvolumeclaim", "persistentvolumeclaims", "pvc"].contains(&k.as_str())
+                && o.name == pvc.name_any()
+                && o.namespace.as_deref().is_none_or(|n| n == ns)
+        });
+        by_label || named
     };
     let classes = snapshot_classes(client).await?;
     for ns in namespaces(app, own) {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-        let mut lp = ListParams::default();
-        if let Some(q) = &query {
-            lp = lp.labels(q);
-        }
-        let mut pvcs = api
-            .list(&lp)
+        let mut pvcs: Vec<PersistentVolumeClaim> = api
+            .list(&ListParams::default())
             .await
             .kube_ctx(|| format!("listing the PVCs of namespace {ns}"))?
-            .items;
+            .items
+            .into_iter()
+            .filter(|p| selected(p, &ns))
+            .collect();
         pvcs.sort_by_key(|p| p.name_any());
         for pvc in pvcs {
             let name = pvc.name_any();

@@ -190,21 +190,7 @@ async fn check(
     }
 }
 
-/// Bytes in binary units ("1.5 GiB").
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use coffer_repo::human_bytes;
 
 /// Annotation on a Backup created from a manifest found in a repository (its id).
 pub const SYNCED_ANNOTATION: &str = "coffer.dev/synced-from-manifest";
