@@ -985,6 +985,7 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
 
     // Cancel during the data movement: movers that cannot start (an image that does not
     // exist) keep the backup waiting for them; cancel removes everything it made.
+    let metrics_port = free_port();
     env.kubectl(
         &[
             "-n",
@@ -993,6 +994,7 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
             "env",
             "deployment/coffer-operator",
             "COFFER_MOVER_IMAGE=registry.invalid/none:1",
+            &format!("COFFER_METRICS_ADDR=127.0.0.1:{metrics_port}"),
         ],
         None,
     );
@@ -1051,6 +1053,24 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
         markers_before + 1,
         "cancel did not run the post hook"
     );
+    // The leader's /metrics counted it (this replica has seen only this backup).
+    let mut conn =
+        TcpStream::connect(("127.0.0.1", metrics_port)).expect("the leader serves /metrics");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    conn.read_to_string(&mut metrics).unwrap();
+    for want in [
+        "coffer_backups_total{phase=\"Canceled\"} 1",
+        "coffer_leader 1",
+        "coffer_movers_running",
+        "coffer_backup_duration_seconds_count 1",
+    ] {
+        assert!(
+            metrics.contains(want),
+            "{want:?} not in /metrics:\n{metrics}"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = env.leftovers(ns, "to-cancel").await;

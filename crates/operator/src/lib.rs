@@ -36,14 +36,6 @@ use kube::runtime::events::Reporter;
 /// lost; the caller exits then, and the pod's restart starts over as a candidate.
 pub async fn run(client: Client, config: OperatorConfig) -> Result<String> {
     let metrics = Arc::new(metrics::Metrics::new());
-    if let Some(addr) = config.metrics_addr {
-        match metrics::serve(addr, metrics.clone()).await {
-            Ok(bound) => tracing::info!(%bound, "serving /metrics"),
-            // Another process holds the port (two replicas on one host network): the
-            // operator works without its metrics endpoint rather than not at all.
-            Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),
-        }
-    }
     let elector = leader::LeaderElector::new(client.clone(), &config.namespace, &config.identity);
     if config.leader_election {
         tracing::info!(identity = %config.identity, "waiting for the leader Lease");
@@ -51,6 +43,16 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<String> {
         tracing::info!("leader: starting the controllers");
     }
     metrics.leader.set(1);
+    // Served by the leader only: its counters are the ones that count, and replicas that
+    // share a network (the test cluster's node) do not compete for the port.
+    if let Some(addr) = config.metrics_addr {
+        match metrics::serve(addr, metrics.clone()).await {
+            Ok(bound) => tracing::info!(%bound, "serving /metrics"),
+            // Another process holds the port: the operator works without its metrics
+            // endpoint rather than not at all.
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),
+        }
+    }
     let ctx = Arc::new(context::Context {
         client,
         reporter: Reporter {
