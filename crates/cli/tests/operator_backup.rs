@@ -1095,6 +1095,39 @@ async fn s3_repository_failures_cancel_and_operator_restart() {
     }
     let (ok, out, err) = coffer_cmd(repo, &["check", "--read-data"], &s3_env);
     assert!(ok, "check failed: {out}{err}");
+    // A ttl: once it passes, the backup is forgotten and its object deleted.
+    env.backup(
+        ns,
+        "short-lived",
+        json!({"selection": {"objects": [{"kind": "configmap", "name": "settings"}], "volumes": [{"policy": "exclude"}]},
+               "repository": {"name": "main"}, "ttl": "15s"}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut saw_it = false;
+    loop {
+        match backups.get_opt("short-lived").await.unwrap() {
+            Some(b) => {
+                let st = b.status.unwrap_or_default();
+                assert!(
+                    !matches!(st.phase, Some(p) if p.is_final() && p != BackupPhase::Completed),
+                    "{st:#?}"
+                );
+                if st.phase == Some(BackupPhase::Completed) {
+                    saw_it = true;
+                    assert!(st.expiration.is_some(), "{st:#?}");
+                }
+            }
+            None if saw_it => break,
+            None => {}
+        }
+        assert!(Instant::now() < deadline, "the backup did not expire");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !snapshots_now().contains("shop/short-lived"),
+        "an expired backup's data stayed"
+    );
+
     // Deleting a Backup whose policy is Delete forgets all of it in the repository; one
     // with Retain keeps it.
     assert!(snapshots_now().contains("shop/shop-1"));

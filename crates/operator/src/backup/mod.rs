@@ -236,7 +236,7 @@ async fn apply(b: &Backup, ctx: &Context) -> Result<Action> {
     let b = &fresh;
     let mut st = b.status.clone().unwrap_or_default();
     if st.phase.is_some_and(BackupPhase::is_final) {
-        return Ok(Action::await_change());
+        return expire_when_due(b, ctx, &st).await;
     }
     // Made from a manifest found in a repository: its status is being written by the
     // repository controller; it never runs.
@@ -1001,6 +1001,41 @@ async fn finalize(
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// A finished Backup with a `ttl`: at its expiration its data is forgotten in the
+/// repository and the object deleted; until then the controller looks again at that time
+/// (at least hourly, so that a changed clock or ttl is seen).
+async fn expire_when_due(b: &Backup, ctx: &Context, st: &BackupStatus) -> Result<Action> {
+    let Some(expiration) = &st.expiration else {
+        return Ok(Action::await_change());
+    };
+    let due = crate::time::to_chrono(&expiration.0);
+    let left = (due - Utc::now()).to_std().unwrap_or_default();
+    if !left.is_zero() {
+        return Ok(Action::requeue(left.min(Duration::from_secs(3600))));
+    }
+    let mut ids: Vec<String> = st.resources_snapshot.iter().cloned().collect();
+    ids.extend(st.volumes.iter().filter_map(|v| v.snapshot_id.clone()));
+    ids.extend(st.manifest.iter().cloned());
+    forget_ids(ctx, b, &ids).await?;
+    ctx.event(
+        b,
+        EventType::Normal,
+        "Expired",
+        format!(
+            "ttl {} reached: {} snapshot(s) forgotten in the repository",
+            b.spec.ttl.clone().unwrap_or_default(),
+            ids.len()
+        ),
+    )
+    .await;
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
+    match api.delete(&b.name_any(), &Default::default()).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if crate::error::is_not_found(&e) => Ok(Action::await_change()),
+        Err(e) => Err(e).kube_ctx(|| format!("deleting the expired Backup {}", b.name_any())),
+    }
 }
 
 /// Records the backup's end in its Application's status (best effort: the Backup's own
