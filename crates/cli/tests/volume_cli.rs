@@ -810,21 +810,12 @@ fn crafted_tree_is_refused_and_reported() {
     let outside = env.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("victim.txt"), b"precious\n").unwrap();
-    let entry = |path: &[u8], kind: Kind| Entry {
-        path: path.to_vec(),
-        kind,
-        mode: if kind == Kind::Dir { 0o40755 } else { 0o100644 },
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        atime_ns: 0,
-        ctime_ns: 0,
-        ino: 0,
-        size: 0,
-        rdev: 0,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-        chunks: Vec::new(),
+    let entry = |path: &[u8], kind: Kind| {
+        Entry::new(
+            path,
+            kind,
+            if kind == Kind::Dir { 0o40755 } else { 0o100644 },
+        )
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let snap_id = rt.block_on(async {

@@ -102,22 +102,10 @@ fn tree() -> impl Strategy<Value = Vec<Entry>> {
                     .split(|&c| c == b'/')
                     .cmp(b.path.split(|&c| c == b'/'))
             });
-            let mut root = entries.first().cloned().unwrap_or_else(|| Entry {
-                path: Vec::new(),
-                kind: Kind::Dir,
-                mode: 0o40755,
-                uid: 0,
-                gid: 0,
-                mtime_ns: 0,
-                atime_ns: 0,
-                ctime_ns: 0,
-                ino: 0,
-                size: 0,
-                rdev: 0,
-                target: Vec::new(),
-                xattrs: Vec::new(),
-                chunks: Vec::new(),
-            });
+            let mut root = entries
+                .first()
+                .cloned()
+                .unwrap_or_else(|| Entry::new(Vec::new(), Kind::Dir, 0o40755));
             root.path.clear();
             root.kind = Kind::Dir;
             root.chunks.clear();
@@ -341,22 +329,7 @@ proptest! {
 
 #[test]
 fn huge_claimed_lengths_are_errors() {
-    let tree = vec![Entry {
-        path: Vec::new(),
-        kind: Kind::Dir,
-        mode: 0o40755,
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        atime_ns: 0,
-        ctime_ns: 0,
-        ino: 0,
-        size: 0,
-        rdev: 0,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-        chunks: Vec::new(),
-    }];
+    let tree = vec![Entry::new(Vec::new(), Kind::Dir, 0o40755)];
     let mut encoded = encode_tree(&tree);
     assert_eq!(encoded[0], 0x91, "a one-entry tree starts with fixarray(1)");
     encoded.splice(0..1, [0xdd, 0xff, 0xff, 0xff, 0xff]);

@@ -104,20 +104,8 @@ mod tests {
 
     fn entry(path: &str, kind: Kind, size: u64, mode: u32) -> Entry {
         Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-            ino: 0,
             size,
-            rdev: 0,
-            target: Vec::new(),
-            xattrs: Vec::new(),
-            chunks: Vec::new(),
+            ..Entry::new(path, kind, mode)
         }
     }
 

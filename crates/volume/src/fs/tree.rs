@@ -106,6 +106,29 @@ pub struct Entry {
     pub chunks: Vec<FileChunk>,
 }
 
+impl Entry {
+    /// An entry with this path, kind and mode (file-type bits included) and every other
+    /// field zero or empty: what tests and crafted trees start from.
+    pub fn new(path: impl Into<Vec<u8>>, kind: Kind, mode: u32) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            atime_ns: 0,
+            ctime_ns: 0,
+            ino: 0,
+            size: 0,
+            rdev: 0,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+}
+
 /// Encodes a tree as the snapshot's metadata stream.
 pub fn encode_tree(entries: &[Entry]) -> Vec<u8> {
     // Plain data (byte strings, integers, an enum of unit variants) into memory: the

@@ -443,22 +443,7 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, kind: Kind) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-            ino: 0,
-            size: 0,
-            rdev: 0,
-            target: Vec::new(),
-            xattrs: Vec::new(),
-            chunks: Vec::new(),
-        }
+        Entry::new(path, kind, 0o644)
     }
 
     fn link(path: &str, kind: Kind, target: &str) -> Entry {

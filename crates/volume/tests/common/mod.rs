@@ -177,20 +177,9 @@ pub fn entry(path: impl AsRef<[u8]>, kind: Kind) -> Entry {
         _ => 0o644,
     };
     Entry {
-        path: path.as_ref().to_vec(),
-        kind,
-        mode: type_bits | perm,
-        uid: 0,
-        gid: 0,
         mtime_ns: 1_700_000_000_123_456_789,
         atime_ns: 1_700_000_000_000_000_000,
-        ctime_ns: 0,
-        ino: 0,
-        size: 0,
-        rdev: 0,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-        chunks: Vec::new(),
+        ..Entry::new(path.as_ref(), kind, type_bits | perm)
     }
 }
 
