@@ -229,6 +229,10 @@ pub struct BackupStatus {
     /// the cleanup still run before the phase says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The application's definition as validated when the backup started: every later
+    /// step (and the manifest) uses this, not the Application as it is by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ApplicationSpec>,
     /// The repository the backup went to (its location), for restores and listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_location: Option<String>,

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coffer_api::{
-    Backup, BackupPhase, BackupProgress, BackupStatus, DeletionPolicy, HookCounts, ItemKind,
-    Severity, StatusItem, VolumeBackupPhase, VolumePolicyKind, VolumeStatus,
+    ApplicationSpec, Backup, BackupPhase, BackupProgress, BackupStatus, DeletionPolicy, HookCounts,
+    ItemKind, Severity, StatusItem, VolumeBackupPhase, VolumePolicyKind, VolumeStatus,
 };
 use coffer_repo::{Repository, SharedProgress};
 use futures::StreamExt;
@@ -326,11 +326,12 @@ async fn validate(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Act
         let app = plan::application(&ctx.client, b).await?;
         plan::selection(&app, &ns)?;
         let (volumes, warnings) = plan::volumes(&ctx.client, &app, &ns).await?;
-        Ok::<_, Error>((volumes, warnings))
+        Ok::<_, Error>((app, volumes, warnings))
     }
     .await;
     match checked {
-        Ok((volumes, warnings)) => {
+        Ok((app, volumes, warnings)) => {
+            st.application = Some(app);
             st.items.extend(
                 warnings
                     .into_iter()
@@ -354,15 +355,29 @@ async fn validate(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Act
 }
 
 /// The repository a Backup writes to: its access and the open repository.
+/// The application's definition this backup runs with: the one recorded at validation
+/// (a Backup validated by an older operator has none, and reads it again).
+async fn application(ctx: &Context, b: &Backup, st: &BackupStatus) -> Result<ApplicationSpec> {
+    match &st.application {
+        Some(app) => Ok(app.clone()),
+        None => plan::application(&ctx.client, b).await,
+    }
+}
+
+/// How to reach the repository a Backup names (its settings and Secrets read).
+async fn repository_access(ctx: &Context, b: &Backup) -> Result<RepositoryAccess> {
+    let (settings, secret_ns) = settings_of(
+        &ctx.client,
+        &b.spec.repository,
+        &b.namespace().unwrap_or_default(),
+        &ctx.config.namespace,
+    )
+    .await?;
+    RepositoryAccess::resolve(&ctx.client, &settings, &secret_ns).await
+}
+
 async fn open_repository(ctx: &Context, b: &Backup) -> Result<(RepositoryAccess, Repository)> {
-    let ns = b.namespace().unwrap_or_default();
-    let (settings, secret_ns) = settings_of(&ctx.client, &b.spec.repository, &ns).await?;
-    let secret_ns = if secret_ns.is_empty() {
-        ctx.config.namespace.clone()
-    } else {
-        secret_ns
-    };
-    let access = RepositoryAccess::resolve(&ctx.client, &settings, &secret_ns).await?;
+    let access = repository_access(ctx, b).await?;
     if access.read_only {
         return Err(Error::Invalid(format!(
             "repository {} is readOnly: back up into another one",
@@ -376,7 +391,7 @@ async fn open_repository(ctx: &Context, b: &Backup) -> Result<(RepositoryAccess,
 async fn resources(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Action> {
     let ns = b.namespace().unwrap_or_default();
     let done = async {
-        let app = plan::application(&ctx.client, b).await?;
+        let app = application(ctx, b, &st).await?;
         let sel = plan::selection(&app, &ns)?;
         let (access, repo) = open_repository(ctx, b).await?;
         let cluster =
@@ -454,7 +469,7 @@ async fn run_hooks(
     phase: hooks::Phase,
 ) -> Result<Option<String>> {
     let ns = b.namespace().unwrap_or_default();
-    let app = plan::application(&ctx.client, b).await?;
+    let app = application(ctx, b, st).await?;
     let namespaces = plan::namespaces(&app, &ns);
     let out = hooks::run(
         &ctx.client,
@@ -496,7 +511,7 @@ async fn pre_hooks(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Ac
 }
 
 async fn take_snapshots(b: &Backup, ctx: &Context, mut st: BackupStatus) -> Result<Action> {
-    let app = plan::application(&ctx.client, b).await?;
+    let app = application(ctx, b, &st).await?;
     let mut volumes: Vec<VolumeStatus> = st.volumes.clone();
     let result = snapshots::take(
         &ctx.client,
@@ -642,19 +657,7 @@ async fn move_data(
                     continue;
                 }
                 if access.is_none() {
-                    let (settings, secret_ns) = settings_of(
-                        &ctx.client,
-                        &b.spec.repository,
-                        &b.namespace().unwrap_or_default(),
-                    )
-                    .await?;
-                    let secret_ns = if secret_ns.is_empty() {
-                        ctx.config.namespace.clone()
-                    } else {
-                        secret_ns
-                    };
-                    access =
-                        Some(RepositoryAccess::resolve(&ctx.client, &settings, &secret_ns).await?);
+                    access = Some(repository_access(ctx, b).await?);
                 }
                 let acc = access.as_ref().expect("resolved above");
                 let cbt = cbt_plan(ctx, &v).await?;
@@ -930,7 +933,7 @@ async fn finalize(
                 phase,
                 start_time: st.start_time.as_ref().map(|t| crate::time::to_chrono(&t.0)),
                 completion_time: now,
-                application: plan::application(&ctx.client, b).await?,
+                application: application(ctx, b, &st).await?,
                 resources_snapshot: st.resources_snapshot.clone(),
                 volumes: st.volumes.clone(),
                 hooks: st.hooks.clone().unwrap_or_default(),

@@ -49,11 +49,15 @@ pub struct RepositoryAccess {
     pub init: InitOptions,
 }
 
-/// The settings of the repository `r` references from namespace `namespace`.
+/// The settings of the repository `r` references from namespace `namespace`, and the
+/// namespace its Secrets are in unless a reference names its own: the repository's for a
+/// BackupRepository, `cluster_secret_namespace` (the operator's) for a
+/// ClusterBackupRepository.
 pub async fn settings_of(
     client: &Client,
     r: &RepositoryRef,
     namespace: &str,
+    cluster_secret_namespace: &str,
 ) -> Result<(RepositorySettings, String)> {
     match r.kind {
         RepositoryKind::BackupRepository => {
@@ -77,9 +81,7 @@ pub async fn settings_of(
                 .await
                 .kube_ctx(|| format!("reading ClusterBackupRepository {}", r.name))?
             {
-                // A cluster repository's Secrets live in the namespace each reference
-                // names; without one, in the operator's namespace (the caller's default).
-                Some(o) => Ok((o.spec.settings, String::new())),
+                Some(o) => Ok((o.spec.settings, cluster_secret_namespace.to_string())),
                 None => Err(Error::Invalid(format!(
                     "ClusterBackupRepository {} does not exist: create it, or name another repository in spec.repository",
                     r.name
