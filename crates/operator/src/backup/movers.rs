@@ -545,28 +545,6 @@ pub async fn clean(client: &Client, backup: &str, ns: &str) -> Result<()> {
     }
 }
 
-/// Whether backup `backup` still has mover pods or PVCs in `ns`.
-pub async fn leftovers(client: &Client, backup: &str, ns: &str) -> Result<usize> {
-    let lp = ListParams::default().labels(&format!("{BACKUP_LABEL}={backup}"));
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let n = pods
-        .list(&lp)
-        .await
-        .kube_ctx(|| format!("listing pods in {ns}"))?
-        .items
-        .iter()
-        .filter(|p| p.labels().contains_key(MOVER_LABEL))
-        .count()
-        + pvcs
-            .list(&lp)
-            .await
-            .kube_ctx(|| format!("listing PVCs in {ns}"))?
-            .items
-            .len();
-    Ok(n)
-}
-
 /// Mover pods running or starting now, over the whole cluster.
 pub async fn running(client: &Client) -> Result<usize> {
     let pods: Api<Pod> = Api::all(client.clone());
