@@ -31,18 +31,9 @@ rm -rf "$work" && mkdir -p "$work"
 export COFFER_REPO=$work/repo COFFER_PASSWORD=bench COFFER_CACHE_DIR=$work/cache
 "$first_bin" repo init --kdf-memory-kib 1024 >/dev/null
 
-echo "==> starting the test cluster" >&2
-"$first_bin" dev cluster --dir "$work/cluster" >"$work/cluster.log" 2>&1 &
-cluster_pid=$!
-trap 'kill $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do
-  grep -q "cluster ready" "$work/cluster.log" && break
-  kill -0 $cluster_pid 2>/dev/null || { cat "$work/cluster.log" >&2; exit 1; }
-  sleep 0.2
-done
-grep -q "cluster ready" "$work/cluster.log" || { echo "the test cluster did not start" >&2; exit 1; }
-export KUBECONFIG=$work/cluster/kubeconfig
-kc=(kubectl --kubeconfig "$KUBECONFIG")
+# shellcheck source=bench/cluster.sh
+source "$root/bench/cluster.sh"
+start_cluster "$first_bin" "$work"
 
 echo "==> creating $OBJECTS objects in namespace objects" >&2
 python3 - "$OBJECTS" "$work/gen" <<'EOF'

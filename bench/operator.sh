@@ -24,17 +24,9 @@ cargo build -q --release -j2 -p coffer --features dev-cluster
 coffer=$root/target/release/coffer
 
 rm -rf "$work" && mkdir -p "$work"
-echo "==> starting the test cluster" >&2
-"$coffer" dev cluster --dir "$work/cluster" >"$work/cluster.log" 2>&1 &
-cluster_pid=$!
-trap 'kill $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do
-  grep -q "cluster ready" "$work/cluster.log" && break
-  kill -0 $cluster_pid 2>/dev/null || { cat "$work/cluster.log" >&2; exit 1; }
-  sleep 0.2
-done
-export KUBECONFIG=$work/cluster/kubeconfig
-kc=(kubectl --kubeconfig "$KUBECONFIG")
+# shellcheck source=bench/cluster.sh
+source "$root/bench/cluster.sh"
+start_cluster "$coffer" "$work"
 "${kc[@]}" apply -k deploy/ >/dev/null
 for _ in $(seq 600); do
   holder=$("${kc[@]}" -n coffer-system get lease coffer-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
