@@ -59,8 +59,9 @@ demo_status=0
 if [ $# -eq 0 ]; then
   log "the main job: scripts/demo.sh"
   demo_dir=$(mktemp -d /tmp/coffer-demo.XXXXXX)
-  if "$root/scripts/demo.sh" "$demo_dir" </dev/null; then
-    rm -rf "$demo_dir"
+  demo_log=$(mktemp /tmp/coffer-demo-log.XXXXXX)
+  if "$root/scripts/demo.sh" "$demo_dir" </dev/null 2>&1 | tee "$demo_log"; then
+    rm -rf "$demo_dir" "$demo_log"
   else
     demo_status=1
     log "scripts/demo.sh FAILED (its files are in $demo_dir)"
@@ -69,6 +70,9 @@ fi
 log "building and running the tests"
 cargo nextest run --workspace --features coffer/dev-cluster --no-fail-fast --build-jobs "$CARGO_BUILD_JOBS" "$@"
 if [ "$demo_status" -ne 0 ]; then
+  # Repeated here, where a log that keeps only its end still shows it.
+  log "scripts/demo.sh failed; the end of its output:"
+  tail -n 40 "$demo_log" >&2
   log "the tests passed but scripts/demo.sh failed (see above)"
   exit 1
 fi

@@ -10,6 +10,8 @@
 //!   status.
 //! - [`VolumeBackup`]: one PVC's data in a repository, made by a Backup; also the kind a
 //!   PVC's `dataSourceRef` names for Coffer's volume populator.
+//! - [`Restore`]: one restore of a backup (from a Backup, or from a repository's manifest
+//!   for disaster recovery), with its progress and outcome in status.
 //!
 //! This crate owns the types, their serialised shape (field names are a contract with
 //! users' YAML) and the generated CRDs ([`crds`], committed under deploy/crds/). It does
@@ -23,6 +25,7 @@ pub mod application;
 pub mod backup;
 pub mod common;
 pub mod repository;
+pub mod restore;
 pub mod volume_backup;
 
 pub use application::{
@@ -37,6 +40,11 @@ pub use common::{ItemKind, RepositoryKind, RepositoryRef, SecretRef, Severity, S
 pub use repository::{
     BackupRepository, BackupRepositorySpec, ClusterBackupRepository, ClusterBackupRepositorySpec,
     RepositoryPhase, RepositorySettings, RepositoryStatus,
+};
+pub use restore::{
+    ExistingObjects, ObjectCounts, Restore, RestoreExecHook, RestoreHookGroup, RestoreMethod,
+    RestoreMode, RestorePhase, RestoreSpec, RestoreStatus, TransformsRef, VolumeFilter,
+    VolumeRestorePhase, VolumeRestoreStatus,
 };
 pub use volume_backup::{VolumeBackup, VolumeBackupPhase, VolumeBackupSpec, VolumeBackupStatus};
 
@@ -58,6 +66,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Application::crd(),
         Backup::crd(),
         VolumeBackup::crd(),
+        Restore::crd(),
     ]
 }
 

@@ -56,6 +56,12 @@ pub struct VolumeBackupSpec {
     /// The repository snapshot of the data, once copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// Set on the VolumeBackups a Restore makes in its target namespaces: the Restore
+    /// (`namespace/name`). The populator then resolves `repository` in the Restore's
+    /// namespace, and only while that Restore maps its namespace here: a namespace
+    /// cannot name another namespace's data on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 /// Where the copy of one volume is.

@@ -106,3 +106,49 @@ spec:
         coffer_api::DeletionPolicy::Retain
     );
 }
+
+#[test]
+fn the_restore_of_the_issue_parses() {
+    let docs = r#"
+apiVersion: coffer.dev/v1alpha1
+kind: Restore
+metadata: {name: shop-back, namespace: shop}
+spec:
+  backup: shop-1
+  mode: new
+  namespaceMapping: {shop: shop-copy}
+  existing: skip
+  rollback: false
+  transforms: {configMap: my-modifiers}
+---
+apiVersion: coffer.dev/v1alpha1
+kind: Restore
+metadata: {name: dr, namespace: shop}
+spec:
+  repository: {name: main}
+  manifest: 0123abcd
+  mode: inPlace
+  volumes: {exclude: [cache]}
+"#;
+    let mut it = serde_yaml::Deserializer::from_str(docs);
+    let r: coffer_api::Restore = serde::Deserialize::deserialize(it.next().unwrap()).unwrap();
+    assert_eq!(r.spec.backup.as_deref(), Some("shop-1"));
+    assert_eq!(r.spec.mode, coffer_api::RestoreMode::New);
+    assert_eq!(r.spec.namespace_mapping["shop"], "shop-copy");
+    assert_eq!(r.spec.existing, Some(coffer_api::ExistingObjects::Skip));
+    assert_eq!(r.spec.transforms.unwrap().config_map, "my-modifiers");
+    let dr: coffer_api::Restore = serde::Deserialize::deserialize(it.next().unwrap()).unwrap();
+    assert_eq!(dr.spec.mode, coffer_api::RestoreMode::InPlace);
+    assert_eq!(dr.spec.manifest.as_deref(), Some("0123abcd"));
+    assert_eq!(dr.spec.volumes.unwrap().exclude, vec!["cache".to_string()]);
+    // The PVC of the issue names the populator's kind.
+    let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_yaml::from_str(
+        "metadata: {name: data-copy, namespace: shop}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n  dataSourceRef: {apiGroup: coffer.dev, kind: VolumeBackup, name: shop-1-data}\n",
+    )
+    .unwrap();
+    let r = pvc.spec.unwrap().data_source_ref.unwrap();
+    assert_eq!(
+        (r.api_group.as_deref(), r.kind.as_str()),
+        (Some(coffer_api::GROUP), "VolumeBackup")
+    );
+}

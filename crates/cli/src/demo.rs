@@ -37,6 +37,10 @@ const DEPLOY: &[(&str, &str)] = &[
         include_str!("../../../deploy/crds/clusterbackuprepositories.coffer.dev.yaml"),
     ),
     (
+        "crds/restores.coffer.dev.yaml",
+        include_str!("../../../deploy/crds/restores.coffer.dev.yaml"),
+    ),
+    (
         "crds/volumebackups.coffer.dev.yaml",
         include_str!("../../../deploy/crds/volumebackups.coffer.dev.yaml"),
     ),
@@ -269,7 +273,7 @@ async fn install(client: &Client) -> Result<()> {
 
 /// Server-side apply of every document in `text`.
 async fn apply_yaml(client: &Client, text: &str) -> Result<()> {
-    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut discovery = Discovery::new(client.clone()).run().await?;
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value = serde_yaml::Value::deserialize_from(doc)?;
         if value.is_null() {
@@ -281,9 +285,23 @@ async fn apply_yaml(client: &Client, text: &str) -> Result<()> {
             .clone()
             .context("a document without apiVersion/kind")?;
         let gvk = kube::api::GroupVersionKind::try_from(&tm)?;
-        let (ar, caps) = discovery.resolve_gvk(&gvk).with_context(|| {
-            format!("the cluster does not serve {}/{}", tm.api_version, tm.kind)
-        })?;
+        // A CRD established a moment ago may not be in the API server's discovery yet:
+        // look again for a while before calling the kind unknown.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (ar, caps) = loop {
+            if let Some(found) = discovery.resolve_gvk(&gvk) {
+                break found;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the cluster does not serve {}/{} (waited 30 s for it to appear)",
+                    tm.api_version,
+                    tm.kind
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            discovery = Discovery::new(client.clone()).run().await?;
+        };
         let api: Api<DynamicObject> = match caps.scope {
             Scope::Namespaced => Api::namespaced_with(
                 client.clone(),

@@ -75,6 +75,25 @@ pub enum MoverCommand {
     /// Back one volume up into the repository and report into its VolumeBackup (run by
     /// the operator in a data-mover pod).
     Backup(MoverBackupArgs),
+    /// Restore one volume snapshot into a mounted PVC (run by the volume populator in a
+    /// data-mover pod); the last line of output is the outcome as JSON.
+    Restore(MoverRestoreArgs),
+}
+
+#[derive(Args)]
+pub struct MoverRestoreArgs {
+    /// The repository snapshot (id or unique prefix).
+    #[arg(long)]
+    snapshot: String,
+    /// The mounted volume (directory) or block device to write.
+    #[arg(long)]
+    target: PathBuf,
+    /// What the volume is.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Block only: write only the blocks that differ from what the target holds.
+    #[arg(long)]
+    delta: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -150,6 +169,44 @@ pub async fn mover(repo: &RepoOpts, cmd: MoverCommand) -> Result<()> {
             )
             .await?;
             common::print_json(&status)
+        }
+        MoverCommand::Restore(a) => {
+            let repository = repo.open().await?;
+            let block = matches!(a.mode, Mode::Block);
+            if a.delta && !block {
+                bail!("--delta applies to block volumes only");
+            }
+            let counters = coffer_repo::progress::Counters::new();
+            // Progress in the pod's log every ten seconds (`kubectl logs`).
+            let reporter = {
+                let c = counters.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                        let (done, total) = c.position();
+                        eprintln!(
+                            "restored {} of {}",
+                            coffer_repo::human_bytes(done),
+                            coffer_repo::human_bytes(total)
+                        );
+                    }
+                })
+            };
+            let summary = coffer_operator::mover::restore::run(
+                &repository,
+                &coffer_operator::mover::restore::MoverRestore {
+                    snapshot: a.snapshot,
+                    target: a.target,
+                    block,
+                    delta: a.delta,
+                },
+                counters,
+            )
+            .await;
+            reporter.abort();
+            let summary = summary?;
+            println!("{}", coffer_operator::mover::restore::result_line(&summary));
+            Ok(())
         }
     }
 }

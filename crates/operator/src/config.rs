@@ -44,6 +44,8 @@ pub struct Deadlines {
     /// A step that keeps failing (the API server refusing, a repository gone) is retried
     /// this long, then the backup fails with the last error.
     pub step_retry: Duration,
+    /// A restored PVC being filled by the volume populator (bound with its data).
+    pub populate: Duration,
 }
 
 impl Default for Deadlines {
@@ -55,6 +57,7 @@ impl Default for Deadlines {
             mover_run: Duration::from_secs(24 * 3600),
             mover_silence: Duration::from_secs(120),
             step_retry: Duration::from_secs(600),
+            populate: Duration::from_secs(6 * 3600),
         }
     }
 }

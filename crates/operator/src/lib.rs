@@ -4,11 +4,15 @@
 //! - [`repository`]: BackupRepository / ClusterBackupRepository opened (created when
 //!   asked) and their status kept current.
 //! - [`backup`]: the backup workflow, step by step, resumable after a restart.
-//! - [`mover`]: what a data-mover pod runs (`coffer mover backup`).
+//! - [`restore`]: the restore workflow (objects through the resources layer, volumes
+//!   through the populator).
+//! - [`populator`]: Coffer's volume populator, filling PVCs whose `dataSourceRef` names a
+//!   VolumeBackup.
+//! - [`mover`]: what a data-mover pod runs (`coffer mover backup|restore`).
 //! - [`leader`]: one active replica (a Lease); [`metrics`]: Prometheus metrics.
 //!
 //! It owns the workflows and the objects they create (snapshots, mover PVCs and pods,
-//! VolumeBackups, the backup manifest). It does not own the formats or the data movement
+//! VolumeBackups, the backup manifest, prime PVCs). It does not own the formats or the data movement
 //! (the repo, volume and resources layers do), nor the API types (`coffer-api`), nor
 //! process concerns such as flags, signals and logging (the CLI).
 
@@ -20,7 +24,9 @@ pub mod leader;
 pub mod metrics;
 pub mod mover;
 pub mod names;
+pub mod populator;
 pub mod repository;
+pub mod restore;
 pub mod selector;
 pub mod time;
 
@@ -66,7 +72,9 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<String> {
     let controllers = async {
         futures::join!(
             repository::controller::run(ctx.clone()),
-            backup::run(ctx.clone())
+            backup::run(ctx.clone()),
+            restore::run(ctx.clone()),
+            populator::run(ctx.clone())
         );
         "the controllers stopped".to_string()
     };

@@ -156,7 +156,7 @@ impl SourceStat {
 }
 
 /// Numbers every restore reports (`volume restore --json`, docs/cli.md).
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreSummary {
     /// The restored snapshot's id (hex).
     pub snapshot_id: String,

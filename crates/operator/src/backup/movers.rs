@@ -72,7 +72,7 @@ fn labels(b: &Backup) -> BTreeMap<String, String> {
     .into()
 }
 
-async fn create<K>(api: &Api<K>, obj: &K, what: &str) -> Result<()>
+pub(crate) async fn create<K>(api: &Api<K>, obj: &K, what: &str) -> Result<()>
 where
     K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -83,7 +83,7 @@ where
     }
 }
 
-fn from_json<K: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<K> {
+pub(crate) fn from_json<K: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<K> {
     serde_json::from_value(v).map_err(|e| Error::Failed(format!("building {what}: {e}")))
 }
 
@@ -212,6 +212,7 @@ pub async fn start(
             labels: BTreeMap::new(),
             repository: repository.clone(),
             snapshot_id: None,
+            restore: None,
         },
         status: None,
     };

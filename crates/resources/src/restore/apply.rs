@@ -65,8 +65,10 @@ pub async fn apply(
     }
     progress.advance(plan.failures.len() as u64);
 
-    let mut deletions = stream::iter(&plan.deletions)
-        .map(|d| run_deletion(client, d, opts))
+    // Indices, not references, as stream items: the future stays Send for callers that
+    // spawn it (a closure over `&T` items is not general enough for Send).
+    let mut deletions = stream::iter(0..plan.deletions.len())
+        .map(|i| run_deletion(client, &plan.deletions[i], opts))
         .buffered(in_flight);
     while let Some(r) = deletions.next().await {
         report(progress, &r);
@@ -80,8 +82,8 @@ pub async fn apply(
         let mut outcomes = Vec::with_capacity(step.len());
         {
             let known = &uid_map;
-            let mut runs = stream::iter(step)
-                .map(|o| run_object(client, o, opts, plan.existing, known))
+            let mut runs = stream::iter(0..step.len())
+                .map(|i| run_object(client, &step[i], opts, plan.existing, known))
                 .buffered(in_flight);
             while let Some((r, found)) = runs.next().await {
                 report(progress, &r);

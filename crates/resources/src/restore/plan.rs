@@ -334,15 +334,18 @@ async fn live_objects(
     ns_res: &crate::discovery::ServedResource,
     items: &[Item],
 ) -> Result<Vec<Result<Option<Value>>>> {
+    // Owned keys and indices as stream items: a closure over borrowed items makes the
+    // future not Send for every lifetime, and callers spawn it.
     let wanted = |it: &Item| it.action != Action::Skip && it.failure.is_none();
-    let namespaces: BTreeSet<&str> = items
+    let namespaces: BTreeSet<String> = items
         .iter()
         .filter(|it| wanted(it) && it.res.namespaced)
         .filter_map(Item::tgt_ns)
+        .map(str::to_string)
         .collect();
-    let present: Vec<(&str, bool)> = stream::iter(namespaces)
-        .map(|ns| async move {
-            get_object(client, ns_res, None, ns)
+    let present: Vec<(String, bool)> = stream::iter(namespaces)
+        .map(|ns: String| async move {
+            get_object(client, ns_res, None, &ns)
                 .await
                 .map(|o| (ns, o.is_some()))
         })
@@ -351,53 +354,53 @@ async fn live_objects(
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    let absent: BTreeSet<&str> = present
+    let absent: BTreeSet<String> = present
         .into_iter()
         .filter(|(_, p)| !p)
         .map(|(ns, _)| ns)
         .collect();
-    // Groups big enough to list: (group, resource, namespace) with their size.
-    let mut groups: BTreeMap<(&str, &str, Option<&str>), usize> = BTreeMap::new();
-    for it in items.iter().filter(|it| wanted(it)) {
-        *groups
-            .entry((&it.res.group, &it.res.resource, it.tgt_ns()))
-            .or_default() += 1;
+    // Groups big enough to list: (group, resource, namespace) with the index of one
+    // item of each and their size.
+    type Key = (String, String, Option<String>);
+    let key_of = |it: &Item| -> Key {
+        (
+            it.res.group.clone(),
+            it.res.resource.clone(),
+            it.tgt_ns().map(str::to_string),
+        )
+    };
+    let mut groups: BTreeMap<Key, (usize, usize)> = BTreeMap::new();
+    for (i, it) in items.iter().enumerate().filter(|(_, it)| wanted(it)) {
+        groups.entry(key_of(it)).or_insert((i, 0)).1 += 1;
     }
-    let listed: BTreeMap<(&str, &str, Option<&str>), BTreeMap<String, Value>> = stream::iter(
-        groups
-            .into_iter()
-            .filter(|((_, _, ns), n)| *n >= LIST_FROM && ns.is_none_or(|ns| !absent.contains(ns))),
-    )
-    .map(|(key, _)| async move {
-        let res = items
-            .iter()
-            .find(|it| (it.res.group.as_str(), it.res.resource.as_str(), it.tgt_ns()) == key)
-            .map(|it| &it.res);
-        let list = match res {
-            Some(res) => crate::collect::list_all(client, res, key.2, None).await?,
-            None => Vec::new(),
-        };
-        let by_name = list
-            .into_iter()
-            .map(|o| (crate::collect::name_of(&o).to_string(), o))
-            .collect();
-        Ok::<_, Error>((key, by_name))
-    })
-    .buffered(4)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<Result<_>>()?;
-    Ok(stream::iter(items.iter())
-        .map(|it| {
-            let listed = &listed;
-            let absent = &absent;
+    let to_list: Vec<(Key, usize)> = groups
+        .into_iter()
+        .filter(|(k, (_, n))| *n >= LIST_FROM && k.2.as_ref().is_none_or(|ns| !absent.contains(ns)))
+        .map(|(k, (i, _))| (k, i))
+        .collect();
+    let listed: BTreeMap<Key, BTreeMap<String, Value>> = stream::iter(to_list)
+        .map(|(key, i): (Key, usize)| async move {
+            let list =
+                crate::collect::list_all(client, &items[i].res, key.2.as_deref(), None).await?;
+            let by_name = list
+                .into_iter()
+                .map(|o| (crate::collect::name_of(&o).to_string(), o))
+                .collect();
+            Ok::<_, Error>((key, by_name))
+        })
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    Ok(stream::iter(0..items.len())
+        .map(|i| {
+            let (listed, absent, it) = (&listed, &absent, &items[i]);
             async move {
                 if !wanted(it) || it.tgt_ns().is_some_and(|ns| absent.contains(ns)) {
                     return Ok(None);
                 }
-                let key = (it.res.group.as_str(), it.res.resource.as_str(), it.tgt_ns());
-                if let Some(by_name) = listed.get(&key) {
+                if let Some(by_name) = listed.get(&key_of(it)) {
                     return Ok(by_name.get(it.tgt_name()).cloned());
                 }
                 get_object(client, &it.res, it.tgt_ns(), it.tgt_name()).await
@@ -497,7 +500,7 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
 fn service_names(
     items: &[Item],
     renames: &Renames,
-    map_ns: &dyn Fn(&str) -> String,
+    map_ns: &(dyn Fn(&str) -> String + Sync),
 ) -> ServiceNames {
     let mut names = ServiceNames::default();
     for it in items.iter().filter(|it| it.action != Action::Skip) {

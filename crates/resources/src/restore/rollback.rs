@@ -26,7 +26,7 @@ pub(super) async fn rollback_deletions(
     catalog: &Catalog,
     opts: &RestoreOptions,
     selector: Option<&LabelSelector>,
-    map_ns: &dyn Fn(&str) -> String,
+    map_ns: &(dyn Fn(&str) -> String + Sync),
     items: &[Item],
     warnings: &mut Vec<String>,
 ) -> Result<Vec<PlannedDeletion>> {

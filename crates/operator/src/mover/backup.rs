@@ -1,4 +1,4 @@
-//! The data mover, as it runs inside its pod (`coffer mover backup`): opens the
+//! A backup data mover, as it runs inside its pod (`coffer mover backup`): opens the
 //! repository from the Secret the operator made, asks the SnapshotMetadata service which
 //! blocks to read (changed since the base snapshot, or allocated on a first backup),
 //! backs the volume up with the volume layer, and reports into its VolumeBackup's status
@@ -18,12 +18,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::{BACKUP_TAG, PVC_TAG};
 use crate::error::{Error, KubeContext, Result};
-
-/// Tag naming the PVC (`namespace/name`) a volume snapshot was made from.
-pub const PVC_TAG: &str = "coffer.dev/pvc";
-/// Tag naming the Backup (`namespace/name`).
-pub const BACKUP_TAG: &str = "coffer.dev/backup";
 
 /// Where the SnapshotMetadata service is and what to ask it.
 pub struct CbtArgs {

@@ -1,0 +1,433 @@
+//! The operator's restore workflow on the test cluster, end to end: Restores made through
+//! the API only, PVCs filled by Coffer's volume populator (prime PVC, mover pod, PV
+//! rebound), data compared byte for byte with the backed-up volumes.
+//! Needs KUBEBUILDER_ASSETS.
+
+mod operator_env;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coffer_api::{Restore, RestorePhase, RestoreStatus, VolumeRestorePhase};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use kube::api::{Api, ListParams};
+use operator_env::*;
+use serde_json::json;
+
+fn app_yaml(ns: &str, repo: &Path) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: repo-key, namespace: {ns}}}
+stringData: {{password: "{PASSWORD}"}}
+---
+apiVersion: coffer.dev/v1alpha1
+kind: BackupRepository
+metadata: {{name: main, namespace: {ns}}}
+spec:
+  location: {repo}
+  keySecret: {{name: repo-key}}
+  initialize: true
+"#,
+        repo = repo.display()
+    )
+}
+
+const APP: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: NS, labels: {app: shop}}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 32Mi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: blk, namespace: NS, labels: {app: shop}}
+spec: {accessModes: [ReadWriteOnce], volumeMode: Block, resources: {requests: {storage: 16Mi}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: NS, labels: {app: shop}}
+data: {color: blue}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: NS, labels: {app: shop}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers:
+      - name: web
+        image: busybox
+        # Writes its data once; a restored copy finds it there and only says so.
+        command: [sh, -c, "if [ ! -f /data/hello.txt ]; then echo hello > /data/hello.txt; mkdir -p /data/sub; seq 1 20000 > /data/sub/numbers; ln -s hello.txt /data/link; dd if=/dev/urandom of=/dev/blk bs=1M count=3 seek=5 conv=notrunc 2>/dev/null; touch /data/ready; else touch /data/restored; fi; while true; do sleep 1; done"]
+        volumeMounts: [{name: data, mountPath: /data}]
+        volumeDevices: [{name: blk, devicePath: /dev/blk}]
+      volumes:
+      - {name: data, persistentVolumeClaim: {claimName: data}}
+      - {name: blk, persistentVolumeClaim: {claimName: blk}}
+"#;
+
+/// Every file under `root` (relative path to its contents, or a symlink's target).
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(path);
+                out.insert(format!("{rel}/"), Vec::new());
+            } else if ft.is_symlink() {
+                let t = std::fs::read_link(&path).unwrap();
+                out.insert(format!("{rel} ->"), t.display().to_string().into_bytes());
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn restore(env: &Env, ns: &str, name: &str, spec: serde_json::Value) {
+    let r = json!({"apiVersion": "coffer.dev/v1alpha1", "kind": "Restore",
+                   "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    env.apply(&r.to_string());
+}
+
+async fn wait_restore(env: &Env, ns: &str, name: &str) -> RestoreStatus {
+    let api: Api<Restore> = Api::namespaced(env.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let st = api.get(name).await.unwrap().status.unwrap_or_default();
+        if st.phase.is_some_and(RestorePhase::is_final) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore {name} did not end: {st:#?}\noperator logs:\n{}",
+            env.kubectl(
+                &[
+                    "-n",
+                    "coffer-system",
+                    "logs",
+                    "deploy/coffer-operator",
+                    "--tail=30"
+                ],
+                None
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Records the names of prime PVCs seen in `ns` until dropped.
+fn watch_primes(env: &Env, ns: &str) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), ns);
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for p in list {
+                    let name = p.metadata.name.unwrap_or_default();
+                    let mut s = s.lock().unwrap();
+                    if name.starts_with("coffer-prime-") && !s.contains(&name) {
+                        s.push(name);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (seen, task)
+}
+
+async fn pvc_names(env: &Env, ns: &str) -> Vec<String> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.metadata.name.unwrap_or_default())
+        .collect()
+}
+
+/// The running pod of Deployment web in `ns`, once its data is there.
+async fn web_pod(env: &Env, ns: &str, marker: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for p in pods
+            .list(&ListParams::default().labels("app=shop"))
+            .await
+            .unwrap()
+        {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            if p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+                && env
+                    .exec(
+                        ns,
+                        &name,
+                        &format!("test -f /data/{marker} && echo yes || true"),
+                    )
+                    .trim()
+                    == "yes"
+            {
+                return name;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no web pod in {ns} with /data/{marker}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The data of PVCs `data` (a tree) and `blk` (bytes) in `ns`.
+async fn volumes_of(env: &Env, ns: &str) -> (BTreeMap<String, Vec<u8>>, Vec<u8>) {
+    let data = env.pv_path(ns, "data", false).await;
+    let blk = env.pv_path(ns, "blk", true).await;
+    let mut files = tree(&data);
+    // What the app writes when it starts on restored data is not backed-up data.
+    files.remove("restored");
+    (files, std::fs::read(blk).unwrap())
+}
+
+async fn events_of(env: &Env, ns: &str, pvc: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(env.client.clone(), ns);
+    api.list(&ListParams::default().fields(&format!("involvedObject.name={pvc}")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restore_to_new_clone_user_pvc_disaster_recovery_and_bad_input() {
+    let env = Env::start().await;
+    let repo = env.dir.path().join("repo");
+    env.apply(&app_yaml("shop", &repo));
+    env.apply(&APP.replace("NS", "shop"));
+    web_pod(&env, "shop", "ready").await;
+    env.wait_repository("shop", "main").await;
+    env.backup(
+        "shop",
+        "shop-1",
+        json!({"selection": {"labelSelector": {"matchLabels": {"app": "shop"}}},
+               "repository": {"name": "main"}}),
+    );
+    let b = env.wait_backup("shop", "shop-1").await;
+    let bst = b.status.clone().unwrap();
+    assert_eq!(
+        bst.phase,
+        Some(coffer_api::BackupPhase::Completed),
+        "{bst:#?}"
+    );
+    let manifest = bst.manifest.clone().unwrap();
+    let original = volumes_of(&env, "shop").await;
+    assert_eq!(original.0["hello.txt"], b"hello\n");
+    assert!(original.1.iter().any(|&b| b != 0));
+
+    // 1. Clone into another namespace while the original runs: objects and data there,
+    //    filled through prime PVCs that are gone afterwards.
+    env.apply(r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-copy"}}"#);
+    let (primes, watcher) = watch_primes(&env, "shop-copy");
+    restore(
+        &env,
+        "shop",
+        "to-copy",
+        json!({"backup": "shop-1", "namespaceMapping": {"shop": "shop-copy"}}),
+    );
+    let st = wait_restore(&env, "shop", "to-copy").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    assert_eq!(st.volumes.len(), 2, "{st:#?}");
+    for v in &st.volumes {
+        assert_eq!(v.phase, Some(VolumeRestorePhase::Completed), "{v:#?}");
+        assert_eq!(v.method, Some(coffer_api::RestoreMethod::Populator));
+        assert_eq!(v.namespace, "shop-copy");
+    }
+    assert_eq!(st.target_namespaces, vec!["shop-copy".to_string()]);
+    let copy = volumes_of(&env, "shop-copy").await;
+    assert_eq!(copy.0, original.0, "the restored file tree differs");
+    assert!(copy.1 == original.1, "the restored block volume differs");
+    web_pod(&env, "shop-copy", "restored").await;
+    watcher.abort();
+    assert_eq!(
+        primes.lock().unwrap().len(),
+        2,
+        "each PVC through a prime PVC"
+    );
+    let mut left = pvc_names(&env, "shop-copy").await;
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["blk".to_string(), "data".to_string()],
+        "no prime PVC left"
+    );
+    let cm = env.kubectl(
+        &[
+            "-n",
+            "shop-copy",
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.color}",
+        ],
+        None,
+    );
+    assert_eq!(cm, "blue");
+    // The original is untouched, its app still running on its own data.
+    assert_eq!(volumes_of(&env, "shop").await.0, original.0);
+    web_pod(&env, "shop", "ready").await;
+
+    // 2. A PVC a user makes with a data source of the backup's VolumeBackup: populated
+    //    with no Restore at all; one naming a missing VolumeBackup gets an Event saying so.
+    env.apply(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data-copy, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 32Mi}}
+  dataSourceRef: {apiGroup: coffer.dev, kind: VolumeBackup, name: shop-1-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: from-nothing, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 32Mi}}
+  dataSourceRef: {apiGroup: coffer.dev, kind: VolumeBackup, name: no-such-backup}
+"#,
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "shop");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = pvcs.get("data-copy").await.unwrap();
+        if p.status.and_then(|s| s.phase).as_deref() == Some("Bound") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "data-copy was never populated");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        tree(&env.pv_path("shop", "data-copy", false).await),
+        original.0
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = events_of(&env, "shop", "from-nothing").await;
+        if let Some((_, msg)) = events.iter().find(|(r, _)| r == "VolumeBackupNotFound") {
+            assert!(
+                msg.contains("shop/no-such-backup") && msg.contains("does not exist"),
+                "{msg}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event on from-nothing: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let p = pvcs.get("from-nothing").await.unwrap();
+    assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+
+    // 3. Bad input: each a Failed restore with a message that says what to fix.
+    for (name, spec, expect) in [
+        (
+            "missing",
+            json!({"backup": "nope"}),
+            "Backup shop/nope does not exist",
+        ),
+        (
+            "no-manifest",
+            json!({"repository": {"name": "main"}, "manifest": "00000000deadbeef"}),
+            "is not in repository",
+        ),
+        (
+            "bad-class",
+            json!({"backup": "shop-1", "namespaceMapping": {"shop": "shop-x"},
+                   "storageClassMapping": {"coffer-sim": "gold"}}),
+            "StorageClass gold",
+        ),
+        (
+            "in-place",
+            json!({"backup": "shop-1", "mode": "inPlace"}),
+            "inPlace",
+        ),
+    ] {
+        restore(&env, "shop", name, spec);
+        let st = wait_restore(&env, "shop", name).await;
+        assert_eq!(st.phase, Some(RestorePhase::Failed), "{name}: {st:#?}");
+        let msg = st.message.clone().unwrap_or_default();
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
+
+    // 4. Disaster recovery: the namespaces deleted (Backup and VolumeBackups with them), the
+    //    repository declared again: the backup reappears from its manifest, and a Restore
+    //    of it brings the app back with its data.
+    env.kubectl(
+        &[
+            "delete",
+            "namespace",
+            "shop",
+            "shop-copy",
+            "--wait=true",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    env.apply(&app_yaml("shop", &repo));
+    let backups: Api<coffer_api::Backup> = Api::namespaced(env.client.clone(), "shop");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(b) = backups.get_opt("shop-1").await.unwrap()
+            && b.status.as_ref().and_then(|s| s.manifest.as_deref()) == Some(manifest.as_str())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup did not come back from the repository"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    restore(&env, "shop", "dr", json!({"backup": "shop-1"}));
+    let st = wait_restore(&env, "shop", "dr").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    let back = volumes_of(&env, "shop").await;
+    assert_eq!(back.0, original.0);
+    assert!(back.1 == original.1, "the block volume differs after DR");
+    web_pod(&env, "shop", "restored").await;
+    // And once more from the manifest id alone, into another namespace.
+    restore(
+        &env,
+        "shop",
+        "dr-manifest",
+        json!({"repository": {"name": "main"}, "manifest": &manifest[..12],
+               "namespaceMapping": {"shop": "shop-dr"}}),
+    );
+    let st = wait_restore(&env, "shop", "dr-manifest").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    assert_eq!(volumes_of(&env, "shop-dr").await.0, original.0);
+    env.cluster.stop().await;
+}
