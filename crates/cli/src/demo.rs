@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use coffer_api::{Backup, BackupPhase, BackupRepository, RepositoryPhase};
+use coffer_api::{
+    Backup, BackupPhase, BackupRepository, RepositoryPhase, Restore, RestoreMethod, RestorePhase,
+    VolumeRestorePhase,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -56,6 +59,8 @@ const DEPLOY: &[(&str, &str)] = &[
 ];
 
 const NS: &str = "demo";
+/// Where the demo restores the application.
+const RESTORED_NS: &str = "demo-restored";
 const PASSWORD: &str = "coffer demo password";
 
 /// `coffer demo`.
@@ -98,7 +103,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let cluster = coffer_testcluster::TestCluster::start_with(&cluster_dir, options).await?;
     println!("    kubeconfig: {}", cluster.kubeconfig_path().display());
     let client = cluster.client();
-    let result = demo(&client, &cluster, &dir, &repo).await;
+    let result = demo(&client, &cluster, &repo).await;
     if a.keep && result.is_ok() {
         println!(
             "the cluster keeps running: export KUBECONFIG={}; Ctrl-C stops it",
@@ -119,7 +124,6 @@ fn tempfile_dir() -> Result<PathBuf> {
 async fn demo(
     client: &Client,
     cluster: &coffer_testcluster::TestCluster,
-    dir: &Path,
     repo: &Path,
 ) -> Result<()> {
     step("installing the operator from deploy/ (CRDs, RBAC, a Deployment of 2 replicas)");
@@ -151,60 +155,87 @@ async fn demo(
         );
     }
 
-    step("restoring both volumes from the repository and comparing them with the app's");
+    step(&format!(
+        "restoring the application into namespace {RESTORED_NS}: kubectl apply of a Restore (Coffer's volume populator fills its PVCs)"
+    ));
+    apply_yaml(
+        client,
+        &format!(
+            "apiVersion: coffer.dev/v1alpha1\nkind: Restore\nmetadata: {{name: shop-back, namespace: {NS}}}\nspec: {{backup: shop-1, namespaceMapping: {{{NS}: {RESTORED_NS}}}}}\n"
+        ),
+    )
+    .await?;
+    let r = wait_restore(client, "shop-back").await?;
+    let rst = r.status.clone().unwrap_or_default();
+    println!(
+        "    Restore shop-back: {:?} ({})",
+        rst.phase.unwrap_or(RestorePhase::New),
+        rst.message.clone().unwrap_or_default()
+    );
+    if rst.phase != Some(RestorePhase::Completed) {
+        for i in &rst.items {
+            println!("    {:?} {:?} {}: {}", i.severity, i.kind, i.name, i.reason);
+        }
+        bail!("the restore ended {:?}", rst.phase);
+    }
     let exe = std::env::current_exe()?;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
-    for v in &st.volumes {
-        let block = v.volume_mode.as_deref() == Some("Block");
-        let id = v
-            .snapshot_id
-            .clone()
-            .context("a volume without a snapshot")?;
-        let target = dir.join(format!(
-            "restored-{}{}",
-            v.pvc,
-            if block { ".img" } else { "" }
-        ));
-        let _ = std::fs::remove_dir_all(&target);
-        let _ = std::fs::remove_file(&target);
-        run_coffer(
-            &exe,
-            repo,
-            &[
-                "volume",
-                "restore",
-                &id,
-                "--target",
-                target.to_str().unwrap_or_default(),
-            ],
-        )?;
-        let pv = pvcs
-            .get(&v.pvc)
-            .await?
-            .spec
-            .and_then(|s| s.volume_name)
-            .context("PVC not bound")?;
-        let live = cluster.storage().volume_path(&pv, block);
+    for v in &rst.volumes {
+        let block = st.volumes.iter().any(|b| {
+            format!("{}/{}", b.namespace, b.pvc) == v.source
+                && b.volume_mode.as_deref() == Some("Block")
+        });
+        let original = pv_path(
+            client,
+            cluster,
+            NS,
+            v.source.rsplit('/').next().unwrap_or_default(),
+            block,
+        )
+        .await?;
+        let restored = pv_path(client, cluster, &v.namespace, &v.pvc, block).await?;
         let same = if block {
-            files_equal(&target, &live)?
+            files_equal(&restored, &original)?
         } else {
             // The post hook wrote its marker after the snapshot: everything else matches.
-            trees_equal(&target, &live, &["post-hook"])?
+            trees_equal(&restored, &original, &["post-hook"])?
         };
         if !same {
-            bail!("restored PVC {} differs from the volume", v.pvc);
+            bail!(
+                "restored PVC {}/{} differs from the volume it was backed up from",
+                v.namespace,
+                v.pvc
+            );
         }
         println!(
-            "    {}: restored {} and identical to the volume",
+            "    PVC {}/{}: {:?} by the {:?}, {} written in {:.1}s, identical to {}",
+            v.namespace,
             v.pvc,
-            target.display()
+            v.phase.unwrap_or(VolumeRestorePhase::Pending),
+            v.method.unwrap_or(RestoreMethod::Populator),
+            coffer_repo::human_bytes(v.bytes_written),
+            v.duration_seconds.unwrap_or_default(),
+            v.source
         );
     }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RESTORED_NS);
+    wait_until("the restored app to run", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        async move {
+            Ok(pods
+                .get_opt("db")
+                .await?
+                .and_then(|p| p.status)
+                .and_then(|s| s.phase)
+                .filter(|p| p == "Running"))
+        }
+    })
+    .await?;
+    println!("    pod {RESTORED_NS}/db running on its restored volumes");
     step("checking the repository, every byte");
     run_coffer(&exe, repo, &["check", "--read-data"])?;
     run_coffer(&exe, repo, &["snapshots"])?;
     println!(
-        "demo passed: the operator backed the application up; its volumes restore byte for byte"
+        "demo passed: the operator backed the application up and restored it into {RESTORED_NS}, its volumes byte for byte"
     );
     Ok(())
 }
@@ -437,6 +468,55 @@ async fn wait_backup(client: &Client, name: &str) -> Result<Backup> {
     }
 }
 
+async fn wait_restore(client: &Client, name: &str) -> Result<Restore> {
+    let api: Api<Restore> = Api::namespaced(client.clone(), NS);
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = api.get(name).await?;
+        let st = r.status.clone().unwrap_or_default();
+        let done = st
+            .volumes
+            .iter()
+            .filter(|v| v.phase == Some(VolumeRestorePhase::Completed))
+            .count();
+        let line = format!(
+            "    {:?} step {} volumes {done}/{}",
+            st.phase.unwrap_or(RestorePhase::New),
+            st.step.clone().unwrap_or_else(|| "-".into()),
+            st.volumes.len()
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if st.phase.is_some_and(RestorePhase::is_final) {
+            return Ok(r);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after 300s waiting for the restore to end");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Where the test cluster keeps the volume of PVC `ns/name`.
+async fn pv_path(
+    client: &Client,
+    cluster: &coffer_testcluster::TestCluster,
+    ns: &str,
+    name: &str,
+    block: bool,
+) -> Result<PathBuf> {
+    let pv = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?
+        .spec
+        .and_then(|s| s.volume_name)
+        .with_context(|| format!("PVC {ns}/{name} is not bound"))?;
+    Ok(cluster.storage().volume_path(&pv, block))
+}
+
 fn print_status(b: &Backup) {
     let st = b.status.clone().unwrap_or_default();
     println!(
@@ -514,7 +594,7 @@ spec:
   containers:
   - name: db
     image: busybox
-    command: [sh, -c, "for i in 1 2 3; do echo row $i >> /data/table.txt; done; dd if=/dev/urandom of=/dev/blk bs=1M count=4 seek=8 conv=notrunc 2>/dev/null; echo ready; while true; do sleep 1; done"]
+    command: [sh, -c, "if [ ! -f /data/table.txt ]; then for i in 1 2 3; do echo row $i >> /data/table.txt; done; dd if=/dev/urandom of=/dev/blk bs=1M count=4 seek=8 conv=notrunc 2>/dev/null; fi; echo ready; while true; do sleep 1; done"]
     volumeMounts: [{{name: data, mountPath: /data}}]
     volumeDevices: [{{name: blk, devicePath: /dev/blk}}]
   volumes:

@@ -67,8 +67,25 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &CertFiles) -> String {
 impl ControlPlane {
     /// Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler from
     /// `assets` with their files under `root`, and waits (up to `timeout`) until the API
-    /// server is ready.
+    /// server is ready. A component that lost its port to another process between the
+    /// port's choice and its bind (tests start clusters side by side, and every outgoing
+    /// connection takes a port from the same range) is a fresh start on new ports, up to
+    /// three times.
     pub async fn start(root: &Path, assets: &Path, timeout: Duration) -> Result<ControlPlane> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(root, assets, timeout).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    tracing::warn!(attempt, error = %e, "a control-plane port was taken; starting again");
+                    let _ = std::fs::remove_dir_all(root.join("etcd"));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(root: &Path, assets: &Path, timeout: Duration) -> Result<ControlPlane> {
         for b in BINARIES {
             let p = assets.join(b);
             if !p.is_file() {

@@ -138,8 +138,8 @@ pub fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS hands out ports round-robin,
-/// so a port is very unlikely to be taken again before the child binds it).
+/// A free TCP port on 127.0.0.1 (bound and released). Another process can take it before
+/// the child binds it: [`crate::controlplane::ControlPlane::start`] starts again then.
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
