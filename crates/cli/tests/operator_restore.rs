@@ -133,6 +133,22 @@ async fn wait_restore(env: &Env, ns: &str, name: &str) -> RestoreStatus {
     }
 }
 
+async fn wait_restore_step(env: &Env, ns: &str, name: &str, step: &str) {
+    let api: Api<Restore> = Api::namespaced(env.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = api.get(name).await.unwrap().status.unwrap_or_default();
+        if st.step.as_deref() == Some(step) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline && !st.phase.is_some_and(RestorePhase::is_final),
+            "restore {name} never reached step {step}: {st:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Records the names of prime PVCs seen in `ns` until dropped.
 fn watch_primes(env: &Env, ns: &str) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -382,7 +398,101 @@ spec:
         assert!(msg.contains(expect), "{name}: {msg}");
     }
 
-    // 4. Disaster recovery: the namespaces deleted (Backup and VolumeBackups with them), the
+    // 4. WaitForFirstConsumer storage: the PVCs wait for a pod, and the populator for the
+    //    scheduler's node; the operator's leader deleted meanwhile, a new one carries on.
+    let late = json!({"backup": "shop-1", "namespaceMapping": {"shop": "shop-late"},
+                      "storageClassMapping": {"coffer-sim": coffer_testcluster::STORAGE_CLASS_WFFC},
+                      "excludeResources": ["deployments", "replicasets", "pods"]});
+    restore(&env, "shop", "late", late.clone());
+    wait_restore_step(&env, "shop", "late", "Volumes").await;
+    let late_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "shop-late");
+    for name in ["data", "blk"] {
+        let p = late_pvcs.get(name).await.unwrap();
+        assert_eq!(
+            p.status.and_then(|s| s.phase).as_deref(),
+            Some("Pending"),
+            "{name} waits for its consumer"
+        );
+    }
+    let leader = env.wait_leader().await;
+    env.kubectl(
+        &[
+            "-n",
+            "coffer-system",
+            "delete",
+            "pod",
+            &leader,
+            "--wait=false",
+        ],
+        None,
+    );
+    env.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: consumer, namespace: shop-late}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, "while true; do sleep 1; done"]
+    volumeMounts: [{name: data, mountPath: /data}]
+    volumeDevices: [{name: blk, devicePath: /dev/blk}]
+  volumes:
+  - {name: data, persistentVolumeClaim: {claimName: data}}
+  - {name: blk, persistentVolumeClaim: {claimName: blk}}
+"#,
+    );
+    let st = wait_restore(&env, "shop", "late").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    let late_data = volumes_of(&env, "shop-late").await;
+    assert_eq!(late_data.0, original.0);
+    assert!(
+        late_data.1 == original.1,
+        "the block volume differs (WaitForFirstConsumer)"
+    );
+    assert!(env.wait_leader().await != leader);
+
+    // 5. Cancel while the PVCs wait: the restore ends Canceled, and the PVCs it made and its
+    //    VolumeBackups are gone (no prime PVC, pod or half-bound PVC stays).
+    let mut stop = late;
+    stop["namespaceMapping"] = json!({"shop": "shop-stop"});
+    restore(&env, "shop", "stopped", stop);
+    wait_restore_step(&env, "shop", "stopped", "Volumes").await;
+    env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "patch",
+            "restore",
+            "stopped",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"cancel": true}}"#,
+        ],
+        None,
+    );
+    let st = wait_restore(&env, "shop", "stopped").await;
+    assert_eq!(st.phase, Some(RestorePhase::Canceled), "{st:#?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pvc_names(&env, "shop-stop").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "PVCs left after cancel: {:?}",
+            pvc_names(&env, "shop-stop").await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let vbs: Api<coffer_api::VolumeBackup> = Api::namespaced(env.client.clone(), "shop-stop");
+    assert!(
+        vbs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // 6. Disaster recovery: the namespaces deleted (Backup and VolumeBackups with them), the
     //    repository declared again: the backup reappears from its manifest, and a Restore
     //    of it brings the app back with its data.
     env.kubectl(
