@@ -5,7 +5,10 @@
 #     against `coffer volume backup` of the same data alone (the operator's overhead:
 #     snapshot, PVC from it, mover pod, status, manifest);
 #  2. four such PVCs in one Backup (movers in parallel), against four CLI backups in turn;
-#  3. the operator's peak RSS idle, and after backing up a namespace of OBJECTS ConfigMaps.
+#  3. the first case restored into a new namespace by a Restore (Coffer's volume populator
+#     fills the PVC): the time from the Restore's creation to Completed, against
+#     `coffer volume restore` of the same snapshot alone (the RTO overhead);
+#  4. the operator's peak RSS idle, and after backing up a namespace of OBJECTS ConfigMaps.
 # Prints TSV lines and a summary for bench/RESULTS.md.
 #
 # Usage: bench/operator.sh   env SIZE_MIB (1024), OBJECTS (10000), WORK (bench/work-operator)
@@ -108,6 +111,27 @@ run_case one 1
 echo "==> four PVCs of $SIZE_MIB MiB" >&2
 run_case four 4
 
+echo "==> restoring the first case through a Restore (the populator)" >&2
+printf 'apiVersion: coffer.dev/v1alpha1\nkind: Restore\nmetadata: {name: r1, namespace: one}\nspec: {backup: b1, namespaceMapping: {one: one-restored}}\n' | "${kc[@]}" apply -f - >/dev/null
+t0=$(now)
+while :; do
+  phase=$("${kc[@]}" -n one get restore r1 -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  case $phase in Completed) break ;; Failed|PartiallyFailed|Canceled)
+    "${kc[@]}" -n one get restore r1 -o yaml >&2; exit 1 ;; esac
+  sleep 0.1
+done
+restore_op=$(python3 -c "print(f'{$(now) - $t0:.2f}')")
+snap=$("${kc[@]}" -n one get backup b1 -o jsonpath='{.status.volumes[0].snapshotId}')
+pv=$("${kc[@]}" -n one-restored get pvc data1 -o jsonpath='{.spec.volumeName}')
+cmp "$work/cluster/storage/volumes/$pv/data.bin" \
+  "$work/cluster/storage/volumes/$("${kc[@]}" -n one get pvc data1 -o jsonpath='{.spec.volumeName}')/data.bin" \
+  || { echo "the restored volume differs" >&2; exit 1; }
+rm -rf "$work/cli-restore"
+t0=$(now)
+COFFER_PASSWORD=bench COFFER_CACHE_DIR=$work/cache-cli "$coffer" --repo "$work/repo-one" volume restore "$snap" --target "$work/cli-restore" >/dev/null
+restore_cli=$(python3 -c "print(f'{$(now) - $t0:.2f}')")
+printf 'restore\t1 x %s MiB\toperator %s s\tcli %s s\n' "$SIZE_MIB" "$restore_op" "$restore_cli"
+
 echo "==> $OBJECTS ConfigMaps" >&2
 python3 - "$OBJECTS" >"$work/objects.yaml" <<'PY'
 import sys
@@ -134,4 +158,5 @@ echo "summary (machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1048576)
 while read -r count op cli; do
   echo "  $count x $SIZE_MIB MiB: Backup created -> Completed $op s; coffer volume backup alone $cli s"
 done <"$work/results"
+echo "  1 x $SIZE_MIB MiB restored: Restore created -> Completed (populator, data compared) $restore_op s; coffer volume restore alone $restore_cli s"
 echo "  operator RSS idle: $idle_rss MiB; peak before the objects backup $before_hwm MiB, after backing up $stored objects ($objects_s s): $objects_hwm MiB"

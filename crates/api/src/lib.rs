@@ -43,8 +43,8 @@ pub use repository::{
 };
 pub use restore::{
     ExistingObjects, ObjectCounts, Restore, RestoreExecHook, RestoreHookGroup, RestoreMethod,
-    RestoreMode, RestorePhase, RestoreSpec, RestoreStatus, TransformsRef, VolumeFilter,
-    VolumeRestorePhase, VolumeRestoreStatus,
+    RestoreMode, RestorePhase, RestoreSpec, RestoreStatus, ScaledWorkload, TransformsRef,
+    VolumeFilter, VolumeRestorePhase, VolumeRestoreStatus,
 };
 pub use volume_backup::{VolumeBackup, VolumeBackupPhase, VolumeBackupSpec, VolumeBackupStatus};
 

@@ -251,6 +251,20 @@ pub struct VolumeRestoreStatus {
     pub message: Option<String>,
 }
 
+/// A workload a restore in place scaled to zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledWorkload {
+    /// `Deployment`, `StatefulSet` or `ReplicaSet`.
+    pub kind: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its replicas before the restore (given back at the end).
+    pub replicas: i32,
+}
+
 /// Counts of objects restored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -299,6 +313,10 @@ pub struct RestoreStatus {
     /// Objects per outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<ObjectCounts>,
+    /// Mode inPlace: the workloads scaled to zero while their volumes are written, with
+    /// the replicas they get back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaled: Vec<ScaledWorkload>,
     /// Each PVC's restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeRestoreStatus>,

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -20,24 +19,27 @@ use coffer_api::{
 };
 use coffer_resources::names::{dns_label_problem, path_segment_problem};
 use coffer_resources::selector::Operator;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 
-use crate::kube_access::ClusterArgs;
+use crate::kube_access::{
+    ClusterArgs, Doc, Followed, OutputFormat, elapsed, format_time, join_map, or_else, outcome,
+    parse_duration, parse_timeout, print_objects, render_table, serde_name, time_or_none,
+    wait_for_end,
+};
 use crate::repo_cmd::human_bytes;
+
+/// The Backups of a namespace.
+type Target = crate::kube_access::Target<Backup>;
 
 /// The label the operator puts on every object it makes for a backup (VolumeBackups,
 /// mover pods, temporary PVCs): the Backup's name.
 pub const BACKUP_LABEL: &str = "coffer.dev/backup";
-
-/// What to do when the API server does not know the coffer.dev resources.
-const NO_CRDS: &str = "Coffer's CRDs are not installed: kubectl apply -k deploy/";
 
 #[derive(Subcommand)]
 pub enum BackupCommand {
@@ -94,17 +96,6 @@ impl From<DeletionPolicyArg> for DeletionPolicy {
             DeletionPolicyArg::Delete => DeletionPolicy::Delete,
         }
     }
-}
-
-/// `-o` of `coffer backup get`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// One row per Backup.
-    Table,
-    /// The objects as JSON (a List without NAME).
-    Json,
-    /// The objects as YAML (a List without NAME).
-    Yaml,
 }
 
 /// The flags that select what an inline backup takes (without --application).
@@ -247,87 +238,8 @@ pub async fn run(cmd: BackupCommand) -> Result<()> {
     }
 }
 
-// ---- talking to the cluster ----------------------------------------------------------
-
-/// A connected client and the namespace the command works in.
-struct Target {
-    client: Client,
-    namespace: String,
-}
-
-impl Target {
-    async fn connect(cluster: &ClusterArgs, namespace: Option<&str>) -> Result<Target> {
-        if let Some(ns) = namespace
-            && let Some(why) = dns_label_problem(ns)
-        {
-            bail!("namespace {ns:?} is not a valid namespace name: {why}");
-        }
-        let cluster = cluster.connect().await?;
-        let namespace = namespace
-            .map(str::to_string)
-            .unwrap_or_else(|| cluster.default_namespace().to_string());
-        Ok(Target {
-            client: cluster.client().clone(),
-            namespace,
-        })
-    }
-
-    fn backups(&self) -> Api<Backup> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    /// The Backup, or one line saying why not.
-    async fn get_backup(&self, name: &str) -> Result<Backup> {
-        check_name(name)?;
-        match self.backups().get(name).await {
-            Ok(b) => Ok(b),
-            Err(e) => Err(self.error(e, Some(self.not_found(name))).await),
-        }
-    }
-
-    fn not_found(&self, name: &str) -> String {
-        format!(
-            "backup {name} not found in namespace {} (coffer backup get -n {} lists them)",
-            self.namespace, self.namespace
-        )
-    }
-
-    /// One line for an error of a request on a coffer.dev resource: the CRDs missing,
-    /// `missing` for any other 404 (the server's message when None), else the server's
-    /// message.
-    async fn error(&self, e: kube::Error, missing: Option<String>) -> anyhow::Error {
-        if let kube::Error::Api(status) = &e
-            && status.code == 404
-        {
-            return match coffer_crds_installed(&self.client).await {
-                Ok(false) => anyhow!(NO_CRDS),
-                _ => match missing {
-                    Some(m) => anyhow!(m),
-                    None => coffer_resources::Error::from(e).into(),
-                },
-            };
-        }
-        coffer_resources::Error::from(e).into()
-    }
-}
-
-/// Whether the API server serves the Backup resource of coffer.dev.
-async fn coffer_crds_installed(client: &Client) -> Result<bool, kube::Error> {
-    match client
-        .list_api_group_resources(coffer_api::API_VERSION)
-        .await
-    {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "backups")),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 fn check_name(name: &str) -> Result<()> {
-    if let Some(why) = path_segment_problem(name) {
-        bail!("{name:?} is not a valid backup name: {why}");
-    }
-    Ok(())
+    crate::kube_access::check_name::<Backup>(name)
 }
 
 // ---- create ----------------------------------------------------------------------------
@@ -335,7 +247,7 @@ fn check_name(name: &str) -> Result<()> {
 async fn create(a: CreateArgs) -> Result<()> {
     check_name(&a.name)?;
     let spec = spec_from_flags(&a)?;
-    let timeout = parse_duration(&a.timeout).map_err(|e| anyhow!("--timeout: {e}"))?;
+    let timeout = parse_timeout(&a.timeout)?;
     let target = Target::connect(&a.cluster, a.namespace.first().map(String::as_str)).await?;
     let ns = target.namespace.clone();
     let name = a.name.clone();
@@ -348,17 +260,7 @@ async fn create(a: CreateArgs) -> Result<()> {
         spec,
         status: None,
     };
-    match target
-        .backups()
-        .create(&PostParams::default(), &backup)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => bail!(
-            "backup {name} already exists in namespace {ns}: choose another name, or delete it first (coffer backup delete {name} -n {ns})"
-        ),
-        Err(e) => return Err(target.error(e, None).await),
-    }
+    target.create(&backup).await?;
     if !a.wait {
         println!("backup {name} created in namespace {ns}");
         println!("follow it with: coffer backup describe {name} -n {ns}");
@@ -513,222 +415,37 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-/// A duration as Go and Kubernetes write them, with days: `90s`, `30m`, `1h30m`, `720h`,
-/// `30d`. A bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    if text.is_empty() {
-        return Err("empty duration; write e.g. 30s, 10m, 1h30m, 720h or 30d".into());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let bad = || format!("{s:?} is not a duration; write e.g. 30s, 10m, 1h30m, 720h or 30d");
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// Follows the Backup until its phase is final; progress on stderr.
-async fn wait_for_end(target: &Target, name: &str, timeout: Duration) -> Result<Backup> {
-    use kube::runtime::watcher::{self, Event};
-    let deadline = tokio::time::Instant::now() + timeout;
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = Box::pin(watcher::watcher(target.backups(), config));
-    let mut view = ProgressView::new(name);
-    let mut last: Option<Backup> = None;
-    let mut seen_in_listing = false;
-    loop {
-        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(n)) => n,
-            Ok(None) => bail!("the watch of backup {name} ended unexpectedly"),
-            Err(_) => {
-                view.finish();
-                let phase = last.as_ref().and_then(|b| b.status.as_ref()?.phase);
-                let hint = match phase {
-                    None => {
-                        "; no operator has picked it up: is coffer-operator running (kubectl -n coffer-system get pods)?"
-                            .to_string()
-                    }
-                    Some(_) => String::new(),
-                };
-                bail!(
-                    "backup {name} is still {} after {} (--timeout); it goes on in the cluster: coffer backup describe {name} -n {}{hint}",
-                    phase.map(phase_name).unwrap_or_else(|| "New".into()),
-                    format_duration(timeout.as_secs() as i64),
-                    target.namespace
-                );
-            }
-        };
-        match next {
-            Ok(Event::Apply(b)) | Ok(Event::InitApply(b)) => {
-                seen_in_listing = true;
-                view.update(&b);
-                let done = b
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(BackupPhase::is_final);
-                if done {
-                    view.finish();
-                    return Ok(b);
-                }
-                last = Some(b);
-            }
-            Ok(Event::Delete(_)) => {
-                view.finish();
-                bail!("backup {name} was deleted while waiting for it");
-            }
-            Ok(Event::Init) => seen_in_listing = false,
-            Ok(Event::InitDone) => {
-                if !seen_in_listing {
-                    view.finish();
-                    bail!(
-                        "backup {name} no longer exists in namespace {}",
-                        target.namespace
-                    );
-                }
-            }
-            Err(e) => {
-                let inner = match e {
-                    watcher::Error::InitialListFailed(e)
-                    | watcher::Error::WatchStartFailed(e)
-                    | watcher::Error::WatchFailed(e) => Some(e),
-                    _ => None,
-                };
-                match inner {
-                    // Refusals do not heal by retrying.
-                    Some(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 404) => {
-                        view.finish();
-                        return Err(target.error(kube::Error::Api(s), None).await);
-                    }
-                    // A broken connection: the watcher starts again (after a pause, so
-                    // that a server that is down is not hammered).
-                    other => {
-                        let msg = match other {
-                            Some(e) => coffer_resources::Error::from(e).to_string(),
-                            None => "the watch failed".to_string(),
-                        };
-                        view.note(&format!("{msg}; watching again"));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The exit status of a waited-for backup: an error naming the phase unless Completed.
-fn outcome(b: &Backup) -> Result<()> {
-    let status = b.status.clone().unwrap_or_default();
-    match status.phase {
-        Some(BackupPhase::Completed) => Ok(()),
-        phase => {
-            let message = status
-                .message
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "see its items above".into());
-            bail!(
-                "backup {} ended {}: {message}",
-                b.name_any(),
-                phase
-                    .map(phase_name)
-                    .unwrap_or_else(|| "without a phase".into())
-            )
-        }
-    }
-}
-
-/// Progress of a backup being waited for: a bar on a terminal, a line per change
-/// otherwise.
-struct ProgressView {
-    bar: Option<indicatif::ProgressBar>,
-    last_line: String,
-}
-
-/// The bar's looks before any bytes are known, and once they are. The message comes last
-/// and is cut to the terminal's width, so that the bar stays on one line.
-const WAITING_STYLE: &str = "{spinner} [{elapsed_precise}] {wide_msg}";
-const BYTES_STYLE: &str =
-    "{spinner} [{elapsed_precise}] {bytes}/{total_bytes} [{bar:20}] {wide_msg}";
-
-fn bar_style(template: &str) -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
-        .progress_chars("=> ")
-}
-
-impl ProgressView {
-    fn new(name: &str) -> ProgressView {
-        let bar = crate::common::interactive().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(bar_style(WAITING_STYLE));
-            bar.set_message(format!("{name}: waiting"));
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        ProgressView {
-            bar,
-            last_line: String::new(),
-        }
+impl Followed for Backup {
+    fn phase_name(&self) -> Option<String> {
+        self.status.as_ref()?.phase.map(phase_name)
     }
 
-    fn update(&mut self, b: &Backup) {
-        if let Some(bar) = &self.bar {
-            let p = b
-                .status
-                .as_ref()
-                .and_then(|s| s.progress.clone())
-                .unwrap_or_default();
-            if p.bytes_total > 0 {
-                bar.set_style(bar_style(BYTES_STYLE));
-                bar.set_length(p.bytes_total);
-                bar.set_position(p.bytes_done.min(p.bytes_total));
-            }
-            bar.set_message(progress_summary(b));
-            return;
-        }
-        let line = progress_line(b);
-        if line != self.last_line {
-            eprintln!("{line}");
-            self.last_line = line;
-        }
+    fn is_final(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(BackupPhase::is_final)
     }
 
-    fn note(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
-        }
+    fn is_completed(&self) -> bool {
+        self.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed)
     }
 
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+    fn message(&self) -> Option<String> {
+        self.status.as_ref()?.message.clone()
+    }
+
+    fn progress_summary(&self) -> String {
+        progress_summary(self)
+    }
+
+    fn progress_line(&self) -> String {
+        progress_line(self)
+    }
+
+    fn progress_bytes(&self) -> Option<(u64, u64)> {
+        let p = self.status.as_ref()?.progress.as_ref()?;
+        Some((p.bytes_done, p.bytes_total))
     }
 }
 
@@ -773,58 +490,13 @@ fn progress_line(b: &Backup) -> String {
 
 async fn get(a: GetArgs) -> Result<()> {
     let target = Target::connect(&a.cluster, a.namespace.as_deref()).await?;
-    let mut backups = match &a.name {
-        Some(name) => vec![target.get_backup(name).await?],
-        None => {
-            let api: Api<Backup> = if a.all_namespaces {
-                Api::all(target.client.clone())
-            } else {
-                target.backups()
-            };
-            match api.list(&ListParams::default()).await {
-                Ok(list) => list.items,
-                Err(e) => return Err(target.error(e, None).await),
-            }
-        }
-    };
-    backups.sort_by_key(|x| (x.namespace(), x.name_any()));
-    for b in &mut backups {
-        b.metadata.managed_fields = None;
-    }
-    match a.output {
-        OutputFormat::Table => {
-            if backups.is_empty() {
-                if a.all_namespaces {
-                    eprintln!("no backups found");
-                } else {
-                    eprintln!("no backups found in namespace {}", target.namespace);
-                }
-                return Ok(());
-            }
-            print!("{}", table(&backups, a.all_namespaces, Timestamp::now()));
-        }
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&output_value(a.name.is_some(), &backups)?)?
-        ),
-        OutputFormat::Yaml => print!(
-            "{}",
-            serde_yaml::to_string(&output_value(a.name.is_some(), &backups)?)?
-        ),
-    }
-    Ok(())
-}
-
-/// One object when a name was asked for, else a List as kubectl prints it.
-fn output_value(single: bool, backups: &[Backup]) -> Result<serde_json::Value> {
-    if single && let Some(b) = backups.first() {
-        return Ok(serde_json::to_value(b)?);
-    }
-    Ok(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": serde_json::to_value(backups)?,
-    }))
+    let backups = target
+        .list_for_get(a.name.as_deref(), a.all_namespaces)
+        .await?;
+    let scope = (!a.all_namespaces).then_some(target.namespace.as_str());
+    print_objects(&backups, a.output, a.name.is_some(), scope, |b| {
+        table(b, a.all_namespaces, Timestamp::now())
+    })
 }
 
 /// The table of `coffer backup get`.
@@ -865,24 +537,7 @@ fn table(backups: &[Backup], with_namespace: bool, now: Timestamp) -> String {
         }
         rows.push(row);
     }
-    let columns = rows[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}   ", w = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    render_table(&rows)
 }
 
 fn application_text(spec: &BackupSpec) -> String {
@@ -903,48 +558,12 @@ fn repository_short(r: &RepositoryRef) -> String {
 /// How long the backup took, or has been running.
 fn backup_duration(b: &Backup, now: Timestamp) -> Option<String> {
     let status = b.status.as_ref()?;
-    let start = status.start_time.as_ref()?.0;
-    let end = match &status.completion_time {
-        Some(t) => t.0,
-        None if status.phase.is_some_and(BackupPhase::is_final) => return None,
-        None => now,
-    };
-    Some(format_duration(end.as_second() - start.as_second()))
-}
-
-/// A duration in seconds as people read it: `45s`, `2m3s`, `1h2m`, `3d4h`.
-pub fn format_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let parts: Vec<(i64, &str)> = if d > 0 {
-        vec![(d, "d"), (h, "h")]
-    } else if h > 0 {
-        vec![(h, "h"), (m, "m"), (sec, "s")]
-    } else if m > 0 {
-        vec![(m, "m"), (sec, "s")]
-    } else {
-        return format!("{sec}s");
-    };
-    let mut out = String::new();
-    for (i, (v, unit)) in parts.iter().enumerate() {
-        if i == 0 || *v > 0 {
-            let _ = write!(out, "{v}{unit}");
-        }
-    }
-    out
-}
-
-fn format_time(t: &Time) -> String {
-    t.0.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-/// The name serde gives a value (`snapshotAndCopy`, `Completed`).
-fn serde_name<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => "?".into(),
-    }
+    elapsed(
+        status.start_time.as_ref(),
+        status.completion_time.as_ref(),
+        b.is_final(),
+        now,
+    )
 }
 
 fn phase_name(p: BackupPhase) -> String {
@@ -955,7 +574,7 @@ fn phase_name(p: BackupPhase) -> String {
 
 async fn describe(a: DescribeArgs) -> Result<()> {
     let target = Target::connect(&a.cluster, a.namespace.as_deref()).await?;
-    let b = target.get_backup(&a.name).await?;
+    let b = target.get(&a.name).await?;
     let related = Related::fetch(&target, &b).await;
     print!("{}", describe_text(&b, &related, Timestamp::now()));
     Ok(())
@@ -989,25 +608,7 @@ impl Related {
                 }
             }
         }
-        let events_api: Api<CoreEvent> = Api::namespaced(target.client.clone(), &target.namespace);
-        let lp = ListParams::default().fields(&format!(
-            "involvedObject.kind=Backup,involvedObject.name={name}"
-        ));
-        let events = match events_api.list(&lp).await {
-            Ok(list) => {
-                let uid = b.uid();
-                Ok(list
-                    .items
-                    .into_iter()
-                    .filter(|e| {
-                        uid.is_none()
-                            || e.involved_object.uid.is_none()
-                            || e.involved_object.uid == uid
-                    })
-                    .collect())
-            }
-            Err(e) => Err(coffer_resources::Error::from(e).to_string()),
-        };
+        let events = target.events(b).await;
         Related {
             volume_backups,
             events,
@@ -1026,44 +627,6 @@ fn related_namespaces(b: &Backup, own: &str) -> Vec<String> {
     out
 }
 
-/// Text in `Label:   value` lines, the values of one block in one column.
-#[derive(Default)]
-struct Doc {
-    out: String,
-}
-
-impl Doc {
-    /// `Label:` padded so that values start at column 22, `indent` spaces in.
-    fn field(&mut self, indent: usize, label: &str, value: impl std::fmt::Display) {
-        let label = format!("{label}:");
-        let w = 22usize.saturating_sub(indent);
-        let _ = writeln!(self.out, "{:indent$}{label:<w$}{value}", "");
-    }
-
-    fn line(&mut self, text: impl std::fmt::Display) {
-        let _ = writeln!(self.out, "{text}");
-    }
-
-    fn blank(&mut self) {
-        self.out.push('\n');
-    }
-}
-
-/// A list's text, or `empty` when it has nothing.
-fn or_else(list: String, empty: &str) -> String {
-    if list.is_empty() {
-        empty.to_string()
-    } else {
-        list
-    }
-}
-
-fn time_or_none(t: &Option<Time>) -> String {
-    t.as_ref()
-        .map(format_time)
-        .unwrap_or_else(|| "<none>".into())
-}
-
 /// `coffer backup describe`: the Backup in words.
 fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
     let mut d = Doc::default();
@@ -1071,19 +634,7 @@ fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
     let spec = &b.spec;
     let ns = b.namespace().unwrap_or_default();
 
-    d.field(0, "Name", b.name_any());
-    d.field(0, "Namespace", &ns);
-    d.field(0, "Labels", or_else(join_map(b.labels()), "<none>"));
-    if let Some(t) = &b.metadata.creation_timestamp {
-        d.field(0, "Created", format_time(t));
-    }
-    if b.metadata.deletion_timestamp.is_some() {
-        d.field(
-            0,
-            "Deleting",
-            "yes (the operator is cleaning up before the object goes)",
-        );
-    }
+    d.metadata(b);
     d.blank();
 
     // The spec.
@@ -1172,22 +723,7 @@ fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
     d.blank();
 
     // What failed or needs attention.
-    if status.items.is_empty() {
-        d.line("Items: none failed or warned");
-    } else {
-        d.line(format_args!("Items ({}):", status.items.len()));
-        for it in &status.items {
-            let who = match &it.namespace {
-                Some(n) => format!("{n}/{}", it.name),
-                None => it.name.clone(),
-            };
-            let (severity, kind) = (serde_name(&it.severity), serde_name(&it.kind));
-            d.line(format_args!(
-                "  {severity:<8} {kind:<9} {who}: {}",
-                it.reason
-            ));
-        }
-    }
+    d.items(&status.items);
     d.blank();
 
     if status.volumes.is_empty() {
@@ -1259,30 +795,7 @@ fn describe_text(b: &Backup, related: &Related, now: Timestamp) -> String {
         }
     }
 
-    match &related.events {
-        Err(e) => d.line(format_args!("Events: cannot list them: {e}")),
-        Ok(list) if list.is_empty() => d.line("Events: <none>"),
-        Ok(list) => {
-            d.line("Events:");
-            let mut list: Vec<(Option<Timestamp>, &CoreEvent)> =
-                list.iter().map(|e| (event_time(e), e)).collect();
-            list.sort_by_key(|(t, _)| *t);
-            for (t, e) in list {
-                let when = t.map(|t| format_time(&Time(t)));
-                let count = match e.count {
-                    Some(n) if n > 1 => format!(" (x{n})"),
-                    _ => String::new(),
-                };
-                d.line(format_args!(
-                    "  {}  {:<7} {}{count}: {}",
-                    when.as_deref().unwrap_or("-"),
-                    e.type_.as_deref().unwrap_or("-"),
-                    e.reason.as_deref().unwrap_or("-"),
-                    e.message.as_deref().unwrap_or("").trim()
-                ));
-            }
-        }
-    }
+    d.events(&related.events);
     d.out
 }
 
@@ -1383,30 +896,14 @@ fn selector_text(sel: &LabelSelector) -> String {
     }
 }
 
-fn join_map(map: &BTreeMap<String, String>) -> String {
-    map.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn event_time(e: &CoreEvent) -> Option<Timestamp> {
-    e.last_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .or_else(|| e.event_time.as_ref().map(|t| t.0))
-        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
-        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
-}
-
 // ---- delete ----------------------------------------------------------------------------
 
 async fn delete(a: DeleteArgs) -> Result<()> {
-    let timeout = parse_duration(&a.timeout).map_err(|e| anyhow!("--timeout: {e}"))?;
+    let timeout = parse_timeout(&a.timeout)?;
     let target = Target::connect(&a.cluster, a.namespace.as_deref()).await?;
     let name = a.name.clone();
-    let b = target.get_backup(&name).await?;
-    let api = target.backups();
+    let b = target.get(&name).await?;
+    let api = target.api();
     let mut policy = b.spec.deletion_policy;
     if a.forget && policy != DeletionPolicy::Delete {
         let patch = serde_json::json!({"spec": {"deletionPolicy": "Delete"}});
@@ -1423,24 +920,9 @@ async fn delete(a: DeleteArgs) -> Result<()> {
     }
     println!("{}", deleted_message(&name, policy));
     if a.wait {
-        let uid = b.uid().unwrap_or_default();
-        let gone = tokio::time::timeout(
-            timeout,
-            kube::runtime::wait::await_condition(
-                api,
-                &name,
-                kube::runtime::wait::conditions::is_deleted(&uid),
-            ),
-        )
-        .await;
-        match gone {
-            Ok(Ok(_)) => println!("backup {name} is gone"),
-            Ok(Err(e)) => bail!("waiting for backup {name} to go: {e}"),
-            Err(_) => bail!(
-                "backup {name} is still there after {} (--timeout): its finalizers wait for the operator (is coffer-operator running? kubectl -n coffer-system get pods)",
-                format_duration(timeout.as_secs() as i64)
-            ),
-        }
+        target
+            .wait_gone(&name, &b.uid().unwrap_or_default(), timeout)
+            .await?;
     }
     Ok(())
 }
@@ -1462,7 +944,7 @@ fn deleted_message(name: &str, policy: DeletionPolicy) -> String {
 async fn logs(a: LogsArgs) -> Result<()> {
     let target = Target::connect(&a.cluster, a.namespace.as_deref()).await?;
     let name = a.name.clone();
-    let b = target.get_backup(&name).await?;
+    let b = target.get(&name).await?;
     let mut pods: Vec<Pod> = Vec::new();
     for ns in related_namespaces(&b, &target.namespace) {
         let api: Api<Pod> = Api::namespaced(target.client.clone(), &ns);
@@ -1529,12 +1011,13 @@ async fn logs(a: LogsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube_access::output_value;
     use clap::Parser;
     use coffer_api::{
         BackupProgress, BackupStatus, HookCounts, ItemKind, Severity, StatusItem,
         VolumeBackupPhase, VolumeBackupSpec, VolumeBackupStatus, VolumePolicyKind, VolumeStatus,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     #[derive(Parser)]
     struct TestCli {
@@ -1720,39 +1203,6 @@ mod tests {
                 .is_err()
         );
         assert!(TestCli::try_parse_from(["coffer", "get", "x", "-A"]).is_err());
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        let secs = |s: &str| parse_duration(s).unwrap().as_secs();
-        assert_eq!(secs("90"), 90);
-        assert_eq!(secs("90s"), 90);
-        assert_eq!(secs("30m"), 1800);
-        assert_eq!(secs("1h30m"), 5400);
-        assert_eq!(secs("720h"), 2_592_000);
-        assert_eq!(secs("30d"), 2_592_000);
-        assert_eq!(secs("1d2h3m4s"), 93_784);
-        for bad in [
-            "",
-            "h",
-            "1x",
-            "1.5h",
-            "-1h",
-            "1h 2m",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(format_duration(0), "0s");
-        assert_eq!(format_duration(-5), "0s");
-        assert_eq!(format_duration(45), "45s");
-        assert_eq!(format_duration(120), "2m");
-        assert_eq!(format_duration(123), "2m3s");
-        assert_eq!(format_duration(3600), "1h");
-        assert_eq!(format_duration(3723), "1h2m3s");
-        assert_eq!(format_duration(3603), "1h3s");
-        assert_eq!(format_duration(93_784), "1d2h");
-        assert_eq!(format_duration(86_400 * 3), "3d");
     }
 
     fn backup(name: &str, ns: &str) -> Backup {
@@ -2085,7 +1535,7 @@ Events:
         assert_eq!(list["kind"], "List");
         assert_eq!(list["items"].as_array().unwrap().len(), 2);
         assert_eq!(
-            output_value(false, &[]).unwrap()["items"],
+            output_value::<Backup>(false, &[]).unwrap()["items"],
             serde_json::json!([])
         );
     }

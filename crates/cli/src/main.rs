@@ -13,6 +13,7 @@ mod kube_access;
 mod operator_cmd;
 mod repo_cmd;
 mod resources_cmd;
+mod restore_cmd;
 mod volume_cmd;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     /// Application backups run by the operator: create, get, describe, delete, logs.
     #[command(subcommand)]
     Backup(backup_cmd::BackupCommand),
+    /// Application restores run by the operator: create, get, describe, delete, cancel.
+    #[command(subcommand)]
+    Restore(restore_cmd::RestoreCommand),
     /// Changed byte ranges (block) or changed files (fs) between two snapshots.
     Diff(volume_cmd::DiffArgs),
     /// List snapshots.
@@ -117,6 +121,7 @@ fn main() -> std::process::ExitCode {
             Command::Volume(c) => volume_cmd::run(&repo, c).await,
             Command::Resources(c) => resources_cmd::run(&repo, *c).await,
             Command::Backup(c) => backup_cmd::run(c).await,
+            Command::Restore(c) => restore_cmd::run(c).await,
             Command::Diff(a) => volume_cmd::diff(&repo, a).await,
             Command::Snapshots(a) => repo_cmd::snapshots(&repo, a).await,
             Command::Forget(a) => repo_cmd::forget(&repo, a).await,

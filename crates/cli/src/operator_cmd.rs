@@ -94,6 +94,9 @@ pub struct MoverRestoreArgs {
     /// Block only: write only the blocks that differ from what the target holds.
     #[arg(long)]
     delta: bool,
+    /// File tree only: first remove what the target holds and the snapshot does not.
+    #[arg(long)]
+    delete: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +179,9 @@ pub async fn mover(repo: &RepoOpts, cmd: MoverCommand) -> Result<()> {
             if a.delta && !block {
                 bail!("--delta applies to block volumes only");
             }
+            if a.delete && block {
+                bail!("--delete applies to file trees only");
+            }
             let counters = coffer_repo::progress::Counters::new();
             // Progress in the pod's log every ten seconds (`kubectl logs`).
             let reporter = {
@@ -199,6 +205,7 @@ pub async fn mover(repo: &RepoOpts, cmd: MoverCommand) -> Result<()> {
                     target: a.target,
                     block,
                     delta: a.delta,
+                    delete_extra: a.delete,
                 },
                 counters,
             )

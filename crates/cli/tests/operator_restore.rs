@@ -386,9 +386,9 @@ spec:
             "StorageClass gold",
         ),
         (
-            "in-place",
-            json!({"backup": "shop-1", "mode": "inPlace"}),
-            "inPlace",
+            "clone-in-place",
+            json!({"backup": "shop-1", "mode": "inPlace", "clone": "copy"}),
+            "goes with mode new",
         ),
     ] {
         restore(&env, "shop", name, spec);
@@ -397,6 +397,107 @@ spec:
         let msg = st.message.clone().unwrap_or_default();
         assert!(msg.contains(expect), "{name}: {msg}");
     }
+
+    // In place, with rollback: the running app's data and ConfigMap changed and a Secret
+    // added; the restore scales it down, writes only the differing blocks of the Block
+    // PVC, removes the file the backup did not have, puts the ConfigMap back, deletes the
+    // Secret, and gives the Deployment its replicas back.
+    env.kubectl(
+        &["-n", "shop", "scale", "deployment", "web", "--replicas=2"],
+        None,
+    );
+    let pod = web_pod(&env, "shop", "ready").await;
+    env.exec(
+        "shop",
+        &pod,
+        "echo changed > /data/hello.txt; echo new > /data/new.txt; rm /data/link; dd if=/dev/urandom of=/dev/blk bs=1M count=1 seek=6 conv=notrunc 2>/dev/null",
+    );
+    env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data": {"color": "red"}}"#,
+        ],
+        None,
+    );
+    env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: extra, namespace: shop, labels: {app: shop}}\nstringData: {k: v}\n");
+    let changed = volumes_of(&env, "shop").await;
+    assert_ne!(changed.0, original.0);
+    assert!(changed.1 != original.1);
+    restore(
+        &env,
+        "shop",
+        "back",
+        json!({"backup": "shop-1", "mode": "inPlace", "rollback": true, "labelSelector": "app=shop"}),
+    );
+    let st = wait_restore(&env, "shop", "back").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    let now = volumes_of(&env, "shop").await;
+    assert_eq!(now.0, original.0, "the file tree is not as backed up");
+    assert!(now.1 == original.1, "the block volume is not as backed up");
+    let blk = st.volumes.iter().find(|v| v.pvc == "blk").unwrap();
+    assert_eq!(blk.method, Some(coffer_api::RestoreMethod::Delta));
+    assert!(
+        blk.bytes_written > 0 && blk.bytes_written < blk.bytes_total.max(16 << 20) / 4,
+        "a delta writes only what changed: {blk:#?}"
+    );
+    assert_eq!(
+        st.scaled,
+        vec![coffer_api::ScaledWorkload {
+            kind: "Deployment".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+            replicas: 2
+        }]
+    );
+    let cm = env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.color}",
+        ],
+        None,
+    );
+    assert_eq!(cm, "blue");
+    let secrets = env.kubectl(&["-n", "shop", "get", "secrets", "-o", "name"], None);
+    assert!(!secrets.contains("secret/extra"), "{secrets}");
+    let replicas = env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        None,
+    );
+    assert_eq!(replicas, "2");
+    web_pod(&env, "shop", "restored").await;
+    let left = env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "pods",
+            "-l",
+            "coffer.dev/restore",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(left.trim().is_empty(), "mover pods left: {left}");
 
     // 4. WaitForFirstConsumer storage: the PVCs wait for a pod, and the populator for the
     //    scheduler's node; the operator's leader deleted meanwhile, a new one carries on.

@@ -5,7 +5,8 @@
 //! access to the Kubernetes API: a populator's mover writes into a prime PVC that no one
 //! else sees, and its ServiceAccount may read nothing.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use coffer_repo::{Repository, SharedProgress, SnapshotKind};
 use coffer_volume::{RestoreSummary, block, fs};
@@ -29,6 +30,9 @@ pub struct MoverRestore {
     pub block: bool,
     /// Block only: write only the blocks that differ from what the target holds.
     pub delta: bool,
+    /// File tree only: first remove what the target holds and the snapshot does not (a
+    /// restore into a volume in use: the volume ends as it was backed up).
+    pub delete_extra: bool,
 }
 
 /// Restores `m.snapshot` into `m.target`. A snapshot of the wrong kind, a damaged one and
@@ -65,6 +69,10 @@ pub async fn run(
         )
         .await?
     } else {
+        if m.delete_extra {
+            let entries = fs::load_tree(repo, &snap).await?;
+            remove_extra(&m.target, &entries)?;
+        }
         fs::restore(
             repo,
             &snap,
@@ -96,6 +104,44 @@ pub async fn run(
         )));
     }
     Ok(summary)
+}
+
+/// Removes every entry under `root` that `entries` (a snapshot's tree) does not hold with
+/// the same kind of entry (a directory where the snapshot has a file would stop the
+/// restore). Symbolic links are never followed: the walk descends only into real
+/// directories, so nothing outside `root` is touched.
+fn remove_extra(root: &Path, entries: &[fs::Entry]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let kinds: HashMap<&[u8], fs::Kind> = entries
+        .iter()
+        .map(|e| (e.path.as_slice(), e.kind))
+        .collect();
+    let io = |p: &Path, e: std::io::Error| Error::Failed(format!("{}: {e}", p.display()));
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for item in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let item = item.map_err(|e| io(&dir, e))?;
+            let path = item.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let ft = item.file_type().map_err(|e| io(&path, e))?;
+            let wanted = match kinds.get(rel.as_os_str().as_bytes()) {
+                None => false,
+                Some(fs::Kind::Dir) => ft.is_dir(),
+                Some(_) => !ft.is_dir(),
+            };
+            if wanted {
+                if ft.is_dir() {
+                    dirs.push(path);
+                }
+            } else if ft.is_dir() {
+                // remove_dir_all does not follow the links inside.
+                std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+            } else {
+                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The line a mover prints last.

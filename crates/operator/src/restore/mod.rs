@@ -13,12 +13,18 @@
 //!    outcome is read from it, with a deadline.
 //! 4. `Finalize`: the restore's VolumeBackups removed, the phase set.
 //!
+//! Mode `inPlace` (the application is running; [`in_place`]) runs `Validate`, then
+//! `ScaleDown` (the workloads mounting the PVCs recorded and scaled to zero), `Volumes`
+//! (movers write into the existing PVCs), `Resources` (objects back to their backed-up
+//! state, PVCs left alone), `ScaleUp` (the recorded replicas given back), `Finalize`.
+//!
 //! `spec.cancel` (or deleting the Restore) stops it: PVCs it made that are not yet bound
 //! are deleted (their prime PVCs and mover pods go with them) and so are its
-//! VolumeBackups; nothing half-bound stays. Restore into running applications (`mode:
-//! inPlace`) and restore hooks are refused at validation with a message saying so: this
-//! operator version does not do them yet.
+//! VolumeBackups and mover pods; scaled workloads get their replicas back; nothing
+//! half-bound stays. Restore hooks are refused at validation with a message saying so:
+//! this operator version does not run them yet.
 
+mod in_place;
 mod resources;
 mod volumes;
 
@@ -61,6 +67,10 @@ pub mod step {
     pub const RESOURCES: &str = "Resources";
     /// Volume data.
     pub const VOLUMES: &str = "Volumes";
+    /// Mode inPlace: the workloads using the volumes scaled to zero.
+    pub const SCALE_DOWN: &str = "ScaleDown";
+    /// Mode inPlace: the workloads given their replicas back.
+    pub const SCALE_UP: &str = "ScaleUp";
     /// Cleanup.
     pub const FINALIZE: &str = "Finalize";
 }
@@ -104,7 +114,14 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
         let fut: futures::future::BoxFuture<'static, Result<Action>> = match event {
             Finalizer::Apply(r) => Box::pin(async move { apply_or_give_up(&r, &ctx).await }),
             Finalizer::Cleanup(r) => Box::pin(async move {
-                volumes::remove_unfinished(&ctx, &r).await?;
+                if !r
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(RestorePhase::is_final)
+                {
+                    stop(&ctx, &r).await?;
+                }
                 Ok(Action::await_change())
             }),
         };
@@ -116,6 +133,14 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Failed(other.to_string()),
     })
+}
+
+/// Undoes what a restore that stops early has in flight: PVCs it made that are not filled,
+/// its VolumeBackups and mover pods, and the replicas of the workloads it scaled down.
+async fn stop(ctx: &Context, r: &Restore) -> Result<()> {
+    volumes::remove_unfinished(ctx, r).await?;
+    in_place::remove_movers(ctx, r).await?;
+    in_place::scale_up(ctx, &r.status.clone().unwrap_or_default()).await
 }
 
 /// An error the user must fix: the restore fails at once with it.
@@ -156,7 +181,15 @@ async fn apply_or_give_up(r: &Restore, ctx: &Context) -> Result<Action> {
     } else {
         format!("step {current} failed: {err}")
     };
-    volumes::remove_unfinished(ctx, &fresh).await?;
+    // Failing is the end whatever happens: a cleanup that fails too is reported with it.
+    if let Err(e) = stop(ctx, &fresh).await {
+        st.items.push(item(
+            ItemKind::Workflow,
+            &current,
+            None,
+            format!("cleaning up after the failure failed too: {e}"),
+        ));
+    }
     st.items
         .push(item(ItemKind::Workflow, &current, None, reason.clone()));
     finish(ctx, &fresh, st, RestorePhase::Failed, reason).await
@@ -226,16 +259,18 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
     if r.spec.cancel {
-        volumes::remove_unfinished(ctx, &r).await?;
+        stop(ctx, &r).await?;
         return finish(
             ctx,
             &r,
             st,
             RestorePhase::Canceled,
-            "canceled: the PVCs not yet filled and the restore's VolumeBackups were removed".into(),
+            "canceled: the PVCs not yet filled, the restore's VolumeBackups and movers were removed, scaled workloads got their replicas back"
+                .into(),
         )
         .await;
     }
+    let in_place = r.spec.mode == RestoreMode::InPlace;
     match st.step.clone().as_deref() {
         None | Some(step::VALIDATE) => {
             if st.phase.is_none() {
@@ -251,7 +286,24 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
             st.target_namespaces = target_namespaces(&r.spec, &source.manifest)
                 .into_iter()
                 .collect();
-            st.step = Some(step::RESOURCES.into());
+            st.step = Some(if in_place {
+                st.volumes = in_place::volumes(ctx, &r.spec, &source).await?;
+                for v in st
+                    .volumes
+                    .iter()
+                    .filter(|v| v.phase == Some(VolumeRestorePhase::Failed))
+                {
+                    st.items.push(item(
+                        ItemKind::Volume,
+                        &v.pvc,
+                        Some(&v.namespace),
+                        v.message.clone().unwrap_or_default(),
+                    ));
+                }
+                step::SCALE_DOWN.into()
+            } else {
+                step::RESOURCES.into()
+            });
             write_status(ctx, &r, &st).await?;
             ctx.event(
                 &r,
@@ -268,10 +320,69 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
             .await;
             Ok(Action::requeue(Duration::from_millis(100)))
         }
+        Some(step::SCALE_DOWN) => {
+            let clear = in_place::scale_down(ctx, &mut st).await?;
+            let waited = st
+                .start_time
+                .as_ref()
+                .map(|t| crate::time::age(&t.0))
+                .unwrap_or_default();
+            if !clear && waited < ctx.config.deadlines.mover_start {
+                write_status(ctx, &r, &st).await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            if !clear {
+                for v in st
+                    .volumes
+                    .iter_mut()
+                    .filter(|v| v.phase == Some(VolumeRestorePhase::Pending))
+                {
+                    v.phase = Some(VolumeRestorePhase::Failed);
+                    v.message = Some(format!(
+                        "pods still mount it {}s after their workloads were scaled to zero: see `kubectl get pods -n {}`",
+                        waited.as_secs(),
+                        v.namespace
+                    ));
+                    st.items.push(item(
+                        ItemKind::Volume,
+                        &v.pvc,
+                        Some(&v.namespace),
+                        v.message.clone().unwrap_or_default(),
+                    ));
+                }
+            }
+            st.step = Some(step::VOLUMES.into());
+            write_status(ctx, &r, &st).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
         Some(step::RESOURCES) => {
             let source = validate(ctx, &r).await?;
             resources::restore(ctx, &r, &source, &mut st).await?;
-            st.step = Some(step::VOLUMES.into());
+            st.step = Some(
+                if in_place {
+                    step::SCALE_UP
+                } else {
+                    step::VOLUMES
+                }
+                .into(),
+            );
+            write_status(ctx, &r, &st).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Some(step::VOLUMES) if in_place => {
+            let source = validate(ctx, &r).await?;
+            if in_place::movers(ctx, &r, &source, &mut st).await? {
+                st.step = Some(step::RESOURCES.into());
+                write_status(ctx, &r, &st).await?;
+                return Ok(Action::requeue(Duration::from_millis(100)));
+            }
+            write_status(ctx, &r, &st).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Some(step::SCALE_UP) => {
+            in_place::remove_movers(ctx, &r).await?;
+            in_place::scale_up(ctx, &st).await?;
+            st.step = Some(step::FINALIZE.into());
             write_status(ctx, &r, &st).await?;
             Ok(Action::requeue(Duration::from_millis(100)))
         }
@@ -342,9 +453,10 @@ pub struct Source {
 async fn validate(ctx: &Context, r: &Restore) -> Result<Source> {
     let ns = r.namespace().unwrap_or_default();
     let spec = &r.spec;
-    if spec.mode == RestoreMode::InPlace {
+    if spec.mode == RestoreMode::InPlace && spec.clone.is_some() {
         return Err(Error::Invalid(
-            "mode inPlace (restore into the running application) is not available in this operator version yet: restore with mode new into another namespace (namespaceMapping), or delete the application first".into(),
+            "spec.clone makes new objects beside the originals: it goes with mode new, not inPlace"
+                .into(),
         ));
     }
     if !spec.hooks.is_empty() {
@@ -501,4 +613,7 @@ fn send_probe(
     s(validate(ctx, r));
     s(volumes::observe(ctx, st));
     s(volumes::remove_unfinished(ctx, r));
+    s(in_place::scale_down(ctx, st));
+    s(in_place::movers(ctx, r, source, st));
+    s(stop(ctx, r));
 }

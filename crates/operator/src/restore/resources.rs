@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use coffer_api::{
-    ExistingObjects, ItemKind, ObjectCounts, Restore, RestoreMethod, RestoreSpec, RestoreStatus,
-    VolumeBackup, VolumeBackupSpec, VolumeRestorePhase, VolumeStatus,
+    ExistingObjects, ItemKind, ObjectCounts, Restore, RestoreMethod, RestoreMode, RestoreSpec,
+    RestoreStatus, VolumeBackup, VolumeBackupSpec, VolumeRestorePhase, VolumeStatus,
 };
 use coffer_resources::client::Cluster;
 use coffer_resources::restore::{
@@ -99,7 +99,7 @@ async fn transforms(ctx: &Context, ns: &str, spec: &RestoreSpec) -> Result<Trans
 }
 
 /// Whether the volume filter lets source PVC `v` have its data back.
-fn wanted(spec: &RestoreSpec, v: &VolumeStatus) -> bool {
+pub fn wanted(spec: &RestoreSpec, v: &VolumeStatus) -> bool {
     let Some(f) = &spec.volumes else {
         return true;
     };
@@ -124,8 +124,17 @@ pub async fn restore(
         ))
     })?;
     let snap = source.repo.find_snapshot(&snap_id).await?;
+    let in_place = spec.mode == RestoreMode::InPlace;
     let mut exclude = spec.exclude_resources.clone();
     exclude.extend(NEVER_RESTORED.iter().map(|s| s.to_string()));
+    if in_place {
+        // The PVCs are there and their data was written by the movers; their specs are
+        // mostly immutable.
+        exclude.extend([
+            "persistentvolumeclaims".to_string(),
+            "persistentvolumes".to_string(),
+        ]);
+    }
     let opts = RestoreOptions {
         namespaces: Vec::new(),
         namespace_mapping: spec.namespace_mapping.clone(),
@@ -136,11 +145,14 @@ pub async fn restore(
         transforms: transforms(ctx, &ns, spec).await?,
         storage_class_mapping: spec.storage_class_mapping.clone(),
         image_registry_mapping: spec.image_registry_mapping.clone(),
-        existing: spec.existing.map(|e| match e {
-            ExistingObjects::Skip => ExistingPolicy::Skip,
-            ExistingObjects::Update => ExistingPolicy::Update,
-            ExistingObjects::Recreate => ExistingPolicy::Recreate,
-        }),
+        // In place, objects go back to their backed-up state unless told otherwise.
+        existing: match spec.existing {
+            Some(ExistingObjects::Skip) => Some(ExistingPolicy::Skip),
+            Some(ExistingObjects::Update) => Some(ExistingPolicy::Update),
+            Some(ExistingObjects::Recreate) => Some(ExistingPolicy::Recreate),
+            None if in_place => Some(ExistingPolicy::Update),
+            None => None,
+        },
         rollback: spec.rollback,
         clone_suffix: spec.clone.clone(),
         preserve_node_ports: false,
@@ -311,6 +323,8 @@ pub async fn restore(
             .map(|d| format!("missing dependency: {d}")),
     );
     st.objects = Some(counts);
-    st.volumes = volumes;
+    if !in_place {
+        st.volumes = volumes;
+    }
     Ok(())
 }
