@@ -59,6 +59,10 @@ pub const RESTORE_FINALIZER: &str = "coffer.dev/restore";
 /// [`restore_label`] of the Restore.
 pub const RESTORE_LABEL: &str = "coffer.dev/restore";
 
+/// Annotation on the PVCs a Restore made: the Restore (`namespace/name`), so that their
+/// changes wake it.
+pub const RESTORED_BY: &str = "coffer.dev/restored-by";
+
 /// The workflow's steps, in order.
 pub mod step {
     /// Checks.
@@ -91,7 +95,16 @@ pub fn targets(r: &Restore) -> BTreeSet<String> {
 /// Runs the restore controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    Controller::new(Api::<Restore>::all(client), watcher::Config::default())
+    Controller::new(Api::<Restore>::all(client.clone()), watcher::Config::default())
+        // A restored PVC bound or given up on by the populator wakes its Restore.
+        .watches(
+            Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client),
+            watcher::Config::default().labels(RESTORE_LABEL),
+            |p| {
+                let (ns, name) = p.annotations().get(RESTORED_BY)?.split_once('/')?;
+                Some(kube::runtime::reflector::ObjectRef::<Restore>::new(name).within(ns))
+            },
+        )
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -393,7 +406,8 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
             write_status(ctx, &r, &st).await?;
-            Ok(Action::requeue(Duration::from_secs(2)))
+            // The PVCs' changes wake it; this is the fallback.
+            Ok(Action::requeue(Duration::from_secs(10)))
         }
         Some(step::FINALIZE) => {
             volumes::remove_volume_backups(ctx, &r).await?;

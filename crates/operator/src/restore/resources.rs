@@ -22,7 +22,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
 
-use super::{RESTORE_LABEL, Source, item, pending_volume, restore_label};
+use super::{RESTORE_LABEL, RESTORED_BY, Source, item, pending_volume, restore_label};
 use crate::backup::manifest::BackupManifest;
 use crate::backup::movers::create;
 use crate::context::Context;
@@ -248,6 +248,7 @@ pub async fn restore(
             );
         }
         obj["metadata"]["labels"][RESTORE_LABEL] = json!(label);
+        obj["metadata"]["annotations"][RESTORED_BY] = json!(format!("{ns}/{}", r.name_any()));
         o.notes.push(format!(
             "filled by the volume populator from VolumeBackup {vb_name}"
         ));
