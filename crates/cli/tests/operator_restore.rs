@@ -629,16 +629,52 @@ spec:
     assert_eq!(back.0, original.0);
     assert!(back.1 == original.1, "the block volume differs after DR");
     web_pod(&env, "shop", "restored").await;
-    // And once more from the manifest id alone, into another namespace.
-    restore(
-        &env,
-        "shop",
-        "dr-manifest",
-        json!({"repository": {"name": "main"}, "manifest": &manifest[..12],
-               "namespaceMapping": {"shop": "shop-dr"}}),
+    // And once more from the manifest id alone, into another namespace, with the CLI.
+    let out = std::process::Command::new(coffer())
+        .args([
+            "restore",
+            "create",
+            "dr-manifest",
+            "-n",
+            "shop",
+            "--from-manifest",
+            &manifest[..12],
+        ])
+        .args([
+            "--kubeconfig",
+            env.cluster.kubeconfig_path().to_str().unwrap(),
+        ])
+        .args([
+            "--repository",
+            "main",
+            "--namespace-mapping",
+            "shop=shop-dr",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "coffer restore create failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let st = wait_restore(&env, "shop", "dr-manifest").await;
-    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    assert!(stdout.contains("Completed"), "{stdout}");
     assert_eq!(volumes_of(&env, "shop-dr").await.0, original.0);
+    let listed = std::process::Command::new(coffer())
+        .args(["restore", "get", "-n", "shop"])
+        .args([
+            "--kubeconfig",
+            env.cluster.kubeconfig_path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("dr-manifest") && listed.contains("Completed"),
+        "{listed}"
+    );
     env.cluster.stop().await;
 }

@@ -297,7 +297,7 @@ fn secret_name(r: &Restore) -> String {
 pub async fn movers(
     ctx: &Context,
     r: &Restore,
-    source: &Source,
+    repository: &coffer_api::RepositoryRef,
     st: &mut RestoreStatus,
 ) -> Result<bool> {
     let rns = r.namespace().unwrap_or_default();
@@ -321,8 +321,7 @@ pub async fn movers(
         else {
             if access.is_none() {
                 let (settings, secret_ns) =
-                    settings_of(&ctx.client, &source.repository, &rns, &ctx.config.namespace)
-                        .await?;
+                    settings_of(&ctx.client, repository, &rns, &ctx.config.namespace).await?;
                 access = Some(RepositoryAccess::resolve(&ctx.client, &settings, &secret_ns).await?);
             }
             let a = access.as_ref().expect("resolved above");

@@ -95,23 +95,26 @@ pub fn targets(r: &Restore) -> BTreeSet<String> {
 /// Runs the restore controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    Controller::new(Api::<Restore>::all(client.clone()), watcher::Config::default())
-        // A restored PVC bound or given up on by the populator wakes its Restore.
-        .watches(
-            Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client),
-            watcher::Config::default().labels(RESTORE_LABEL),
-            |p| {
-                let (ns, name) = p.annotations().get(RESTORED_BY)?.split_once('/')?;
-                Some(kube::runtime::reflector::ObjectRef::<Restore>::new(name).within(ns))
-            },
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "restore reconcile");
-            }
-        })
-        .await;
+    Controller::new(
+        Api::<Restore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    // A restored PVC bound or given up on by the populator wakes its Restore.
+    .watches(
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client),
+        watcher::Config::default().labels(RESTORE_LABEL),
+        |p| {
+            let (ns, name) = p.annotations().get(RESTORED_BY)?.split_once('/')?;
+            Some(kube::runtime::reflector::ObjectRef::<Restore>::new(name).within(ns))
+        },
+    )
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "restore reconcile");
+        }
+    })
+    .await;
 }
 
 fn error_policy(r: Arc<Restore>, e: &Error, _ctx: Arc<Context>) -> Action {
@@ -383,8 +386,10 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
             Ok(Action::requeue(Duration::from_millis(100)))
         }
         Some(step::VOLUMES) if in_place => {
-            let source = validate(ctx, &r).await?;
-            if in_place::movers(ctx, &r, &source, &mut st).await? {
+            // Polled each second: the repository's reference only, not the repository
+            // opened again (its key derivation is deliberately slow).
+            let repository = repository_ref(ctx, &r).await?;
+            if in_place::movers(ctx, &r, &repository, &mut st).await? {
                 st.step = Some(step::RESOURCES.into());
                 write_status(ctx, &r, &st).await?;
                 return Ok(Action::requeue(Duration::from_millis(100)));
@@ -564,6 +569,20 @@ async fn validate(ctx: &Context, r: &Restore) -> Result<Source> {
     })
 }
 
+/// The repository a restore reads, as its spec names it (directly, or through its Backup).
+async fn repository_ref(ctx: &Context, r: &Restore) -> Result<coffer_api::RepositoryRef> {
+    if let Some(repo) = &r.spec.repository {
+        return Ok(repo.clone());
+    }
+    let ns = r.namespace().unwrap_or_default();
+    let name = r.spec.backup.clone().unwrap_or_default();
+    let b = Api::<coffer_api::Backup>::namespaced(ctx.client.clone(), &ns)
+        .get(&name)
+        .await
+        .kube_ctx(|| format!("reading Backup {ns}/{name}"))?;
+    Ok(b.spec.repository)
+}
+
 /// The namespaces the backup's objects and volumes go to.
 fn target_namespaces(spec: &RestoreSpec, m: &BackupManifest) -> BTreeSet<String> {
     let mut sources: BTreeSet<String> =
@@ -628,6 +647,6 @@ fn send_probe(
     s(volumes::observe(ctx, st));
     s(volumes::remove_unfinished(ctx, r));
     s(in_place::scale_down(ctx, st));
-    s(in_place::movers(ctx, r, source, st));
+    s(in_place::movers(ctx, r, &source.repository, st));
     s(stop(ctx, r));
 }
