@@ -67,3 +67,40 @@ pub fn truncate(mut s: String, max: usize) -> String {
     }
     s
 }
+
+/// A step of a reconcile, as [`with_finalizer`] runs it.
+pub type Step =
+    futures::future::BoxFuture<'static, crate::Result<kube::runtime::controller::Action>>;
+
+/// Runs `apply` (or, once the object is being deleted, `cleanup`) under finalizer `name`
+/// on `obj`: kube-runtime's finalizer helper with the operator's error type.
+pub async fn with_finalizer<K>(
+    ctx: Arc<Context>,
+    obj: Arc<K>,
+    name: &str,
+    apply: fn(Arc<K>, Arc<Context>) -> Step,
+    cleanup: fn(Arc<K>, Arc<Context>) -> Step,
+) -> crate::Result<kube::runtime::controller::Action>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::finalizer::{Error as FinalizerError, Event, finalizer};
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, name, obj, |event| match event {
+        Event::Apply(o) => apply(o, ctx.clone()),
+        Event::Cleanup(o) => cleanup(o, ctx.clone()),
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => crate::Error::Failed(other.to_string()),
+    })
+}

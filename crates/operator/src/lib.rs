@@ -27,6 +27,7 @@ pub mod names;
 pub mod populator;
 pub mod repository;
 pub mod restore;
+pub mod restore_pod;
 pub mod selector;
 pub mod time;
 

@@ -28,11 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_api::{RepositoryKind, Restore, VolumeBackup, VolumeBackupPhase, VolumeBackupSpec};
-use coffer_repo::Location;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
@@ -43,7 +42,6 @@ use crate::backup::movers::{create, from_json};
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Result, is_not_found};
 use crate::mover::PVC_TAG;
-use crate::mover::restore::{BLOCK_TARGET, FS_TARGET, parse_result};
 use crate::names::{MANAGED_BY, object_name};
 use crate::repository::{RepositoryAccess, settings_of};
 
@@ -86,6 +84,14 @@ pub fn volume_backup_of(pvc: &PersistentVolumeClaim) -> Option<String> {
     let r = pvc.spec.as_ref()?.data_source_ref.as_ref()?;
     (r.api_group.as_deref() == Some(SOURCE_KIND.0) && r.kind == SOURCE_KIND.1)
         .then(|| r.name.clone())
+}
+
+/// Whether `p` has its volume (bound, or being bound to it).
+pub fn has_volume(p: &PersistentVolumeClaim) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .is_some_and(|v| !v.is_empty())
 }
 
 /// Runs the populator until the stream ends.
@@ -148,12 +154,7 @@ async fn reconcile(p: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<A
     let ns = p.namespace().unwrap_or_default();
     let uid = p.uid().unwrap_or_default();
     let names = prime_names(&uid);
-    let bound = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_name.as_deref())
-        .is_some_and(|v| !v.is_empty());
-    if bound {
+    if has_volume(&p) {
         cleanup(&ctx, &ns, &names).await?;
         return Ok(Action::await_change());
     }
@@ -262,21 +263,7 @@ async fn reconcile(p: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<A
         .unwrap_or_default();
     match phase.as_str() {
         "Succeeded" => {
-            let log = pods
-                .logs(
-                    &names.pod,
-                    &LogParams {
-                        tail_lines: Some(20),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .kube_ctx(|| format!("reading the log of pod {ns}/{}", names.pod))?;
-            let summary = parse_result(&log);
-            let (written, seconds) = summary
-                .as_ref()
-                .map(|s| (s.bytes_written, s.duration_s))
-                .unwrap_or_default();
+            let (written, seconds) = crate::restore_pod::outcome(&pods, &ns, &names.pod).await?;
             annotate(
                 &ctx,
                 &p,
@@ -300,18 +287,7 @@ async fn reconcile(p: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<A
             Ok(Action::requeue(Duration::from_secs(2)))
         }
         "Failed" => {
-            let tail = pods
-                .logs(
-                    &names.pod,
-                    &LogParams {
-                        tail_lines: Some(3),
-                        limit_bytes: Some(2000),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map(|l| l.trim().lines().last().unwrap_or_default().to_string())
-                .unwrap_or_default();
+            let tail = crate::restore_pod::last_log_line(&pods, &names.pod).await;
             let reason = format!("the data mover {ns}/{} failed: {tail}", names.pod);
             let attempts = annotation(&p, ATTEMPTS_ANNOTATION)
                 .and_then(|a| a.parse::<u32>().ok())
@@ -476,23 +452,6 @@ async fn start(
     ]
     .into();
     let c = &ctx.client;
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(names.secret.clone()),
-            namespace: Some(ns.clone()),
-            labels: Some(labels.clone()),
-            owner_references: owner.clone(),
-            ..Default::default()
-        },
-        data: Some(access.mover_secret_data()),
-        ..Default::default()
-    };
-    create(
-        &Api::<Secret>::namespaced(c.clone(), &ns),
-        &secret,
-        &format!("Secret {ns}/{}", names.secret),
-    )
-    .await?;
     let spec = p.spec.clone().unwrap_or_default();
     let mut annotations = BTreeMap::new();
     if let Some(n) = node {
@@ -517,75 +476,22 @@ async fn start(
         &format!("PVC {ns}/{}", names.pvc),
     )
     .await?;
-    let target = if block { BLOCK_TARGET } else { FS_TARGET };
-    let mut args = vec![
-        "mover".to_string(),
-        "restore".into(),
-        "--snapshot".into(),
-        snapshot.to_string(),
-        "--target".into(),
-        target.into(),
-        "--mode".into(),
-        if block { "block" } else { "fs" }.into(),
-    ];
-    let secret_dir = crate::backup::movers::SECRET_DIR;
-    if access.uses_key_file() {
-        args.extend(["--key-file".into(), format!("{secret_dir}/key")]);
-    }
-    let mut volumes = vec![
-        json!({"name": "target", "persistentVolumeClaim": {"claimName": names.pvc}}),
-        json!({"name": "cache", "emptyDir": {}}),
-        json!({"name": "repo", "secret": {"secretName": names.secret, "defaultMode": 0o400}}),
-    ];
-    let mut mounts = vec![
-        json!({"name": "cache", "mountPath": "/cache"}),
-        json!({"name": "repo", "mountPath": secret_dir, "readOnly": true}),
-    ];
-    if let Location::Local(path) = &access.location {
-        // The node's directory, as the backup movers see it (opening the repository may
-        // write its session marker, so not read-only).
-        volumes
-            .push(json!({"name": "repository", "hostPath": {"path": path, "type": "Directory"}}));
-        mounts.push(json!({"name": "repository", "mountPath": path}));
-    }
-    let mut container = json!({
-        "name": "mover",
-        "image": ctx.config.mover_image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": args,
-        "envFrom": [{"secretRef": {"name": names.secret}}],
-        "env": [
-            {"name": "COFFER_CACHE_DIR", "value": "/cache"},
-            {"name": "COFFER_LOG", "value": "info"},
-        ],
-        "volumeMounts": mounts,
-    });
-    if block {
-        container["volumeDevices"] = json!([{"name": "target", "devicePath": BLOCK_TARGET}]);
-    } else {
-        container["volumeMounts"]
-            .as_array_mut()
-            .expect("volumeMounts is an array")
-            .push(json!({"name": "target", "mountPath": FS_TARGET}));
-    }
-    let pod: Pod = from_json(
-        json!({
-            "metadata": {"name": names.pod, "namespace": ns, "labels": labels, "ownerReferences": owner},
-            "spec": {
-                "nodeName": node,
-                "restartPolicy": "Never",
-                // The mover reads the repository and writes the volume: no API access.
-                "automountServiceAccountToken": false,
-                "containers": [container],
-                "volumes": volumes,
-            },
-        }),
-        "the populator's pod",
-    )?;
-    create(
-        &Api::<Pod>::namespaced(c.clone(), &ns),
-        &pod,
-        &format!("pod {ns}/{}", names.pod),
+    crate::restore_pod::start(
+        c,
+        &crate::restore_pod::RestorePod {
+            name: &names.pod,
+            secret: &names.secret,
+            namespace: &ns,
+            labels: &labels,
+            owner,
+            claim: &names.pvc,
+            snapshot,
+            block,
+            in_place: false,
+            node,
+        },
+        &access,
+        &ctx.config.mover_image,
     )
     .await
 }

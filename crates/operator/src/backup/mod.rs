@@ -38,7 +38,6 @@ use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
@@ -99,22 +98,14 @@ fn error_policy(b: Arc<Backup>, e: &Error, _ctx: Arc<Context>) -> Action {
 }
 
 async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = b.namespace().unwrap_or_default();
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, BACKUP_FINALIZER, b, |event| {
-        let ctx = ctx.clone();
-        let fut: futures::future::BoxFuture<'static, Result<Action>> = match event {
-            Finalizer::Apply(b) => Box::pin(async move { apply_or_give_up(&b, &ctx).await }),
-            Finalizer::Cleanup(b) => Box::pin(async move { cleanup(&b, &ctx).await }),
-        };
-        fut
-    })
+    crate::context::with_finalizer(
+        ctx,
+        b,
+        BACKUP_FINALIZER,
+        |b, ctx| Box::pin(async move { apply_or_give_up(&b, &ctx).await }),
+        |b, ctx| Box::pin(async move { cleanup(&b, &ctx).await }),
+    )
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Failed(other.to_string()),
-    })
 }
 
 /// Runs the workflow; an error is retried (by the controller's error policy) until the

@@ -451,18 +451,7 @@ pub async fn observe(
                 }
                 // The mover could not say why itself (it failed before it could reach its
                 // VolumeBackup): the end of its log does.
-                let tail = pods
-                    .logs(
-                        &n.pod,
-                        &kube::api::LogParams {
-                            tail_lines: Some(3),
-                            limit_bytes: Some(2000),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map(|l| l.trim().lines().last().unwrap_or_default().to_string())
-                    .unwrap_or_default();
+                let tail = crate::restore_pod::last_log_line(&pods, &n.pod).await;
                 return Ok(Observed::Failed(format!(
                     "the data-mover pod {ns}/{} ended ({term}){}",
                     n.pod,

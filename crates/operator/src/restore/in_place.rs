@@ -13,18 +13,15 @@ use coffer_api::{
     ItemKind, Restore, RestoreMethod, RestoreSpec, RestoreStatus, ScaledWorkload,
     VolumeRestorePhase, VolumeRestoreStatus,
 };
-use coffer_repo::Location;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::{RESTORE_LABEL, Source, item, pending_volume, restore_label};
-use crate::backup::movers::{SECRET_DIR, create, from_json};
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Result, is_not_found};
-use crate::mover::restore::{BLOCK_TARGET, FS_TARGET, parse_result};
 use crate::names::{MANAGED_BY, object_name};
 use crate::repository::{RepositoryAccess, settings_of};
 
@@ -118,17 +115,15 @@ pub async fn scale_down(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
                 .iter()
                 .find(|o| o.controller == Some(true))
             else {
-                for v in st
-                    .volumes
-                    .iter_mut()
-                    .filter(|v| v.namespace == ns && used.contains(&v.pvc))
-                {
-                    v.phase = Some(VolumeRestorePhase::Failed);
-                    v.message = Some(format!(
+                fail_used(
+                    st,
+                    &ns,
+                    &used,
+                    format!(
                         "pod {ns}/{} mounts it and has no controller to scale it down: delete the pod (or stop what uses the volume) and restore again",
                         p.name_any()
-                    ));
-                }
+                    ),
+                );
                 continue;
             };
             let (kind, name) = match owner.kind.as_str() {
@@ -149,17 +144,15 @@ pub async fn scale_down(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
                 }
                 k @ "StatefulSet" => (k.to_string(), owner.name.clone()),
                 other => {
-                    for v in st
-                        .volumes
-                        .iter_mut()
-                        .filter(|v| v.namespace == ns && used.contains(&v.pvc))
-                    {
-                        v.phase = Some(VolumeRestorePhase::Failed);
-                        v.message = Some(format!(
+                    fail_used(
+                        st,
+                        &ns,
+                        &used,
+                        format!(
                             "pod {ns}/{} mounts it and is run by a {other}, which a restore cannot scale down: stop it and restore again",
                             p.name_any()
-                        ));
-                    }
+                        ),
+                    );
                     continue;
                 }
             };
@@ -189,6 +182,18 @@ pub async fn scale_down(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
         clear = still_mounted(ctx, st, &failed).await?.is_empty();
     }
     Ok(clear)
+}
+
+/// Fails the volumes of `ns` named in `used` with `why`.
+fn fail_used(st: &mut RestoreStatus, ns: &str, used: &[String], why: String) {
+    for v in st
+        .volumes
+        .iter_mut()
+        .filter(|v| v.namespace == ns && used.contains(&v.pvc))
+    {
+        v.phase = Some(VolumeRestorePhase::Failed);
+        v.message = Some(why.clone());
+    }
 }
 
 async fn still_mounted(
@@ -337,34 +342,14 @@ pub async fn movers(
             .unwrap_or_default();
         match phase.as_str() {
             "Succeeded" => {
-                let log = pods
-                    .logs(
-                        &name,
-                        &LogParams {
-                            tail_lines: Some(20),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .kube_ctx(|| format!("reading the log of pod {}/{name}", v.namespace))?;
-                let s = parse_result(&log);
+                let (written, seconds) =
+                    crate::restore_pod::outcome(&pods, &v.namespace, &name).await?;
                 v.phase = Some(VolumeRestorePhase::Completed);
-                v.bytes_written = s.as_ref().map_or(0, |s| s.bytes_written);
-                v.duration_seconds = s.as_ref().map(|s| s.duration_s);
+                v.bytes_written = written;
+                v.duration_seconds = Some(seconds);
             }
             "Failed" => {
-                let tail = pods
-                    .logs(
-                        &name,
-                        &LogParams {
-                            tail_lines: Some(3),
-                            limit_bytes: Some(2000),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map(|l| l.trim().lines().last().unwrap_or_default().to_string())
-                    .unwrap_or_default();
+                let tail = crate::restore_pod::last_log_line(&pods, &name).await;
                 v.phase = Some(VolumeRestorePhase::Failed);
                 v.message = Some(format!(
                     "the data mover {}/{name} failed: {tail}",
@@ -393,95 +378,27 @@ async fn start(
     v: &VolumeRestoreStatus,
     access: &RepositoryAccess,
 ) -> Result<()> {
-    let ns = &v.namespace;
     let labels: BTreeMap<String, String> = [
         (RESTORE_LABEL.to_string(), label.to_string()),
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
     ]
     .into();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(secret_name(r)),
-            namespace: Some(ns.clone()),
-            labels: Some(labels.clone()),
-            ..Default::default()
+    crate::restore_pod::start(
+        &ctx.client,
+        &crate::restore_pod::RestorePod {
+            name: &mover_name(r, &v.pvc),
+            secret: &secret_name(r),
+            namespace: &v.namespace,
+            labels: &labels,
+            owner: None,
+            claim: &v.pvc,
+            snapshot: v.snapshot_id.as_deref().unwrap_or_default(),
+            block: v.method == Some(RestoreMethod::Delta),
+            in_place: true,
+            node: None,
         },
-        data: Some(access.mover_secret_data()),
-        ..Default::default()
-    };
-    create(
-        &Api::<Secret>::namespaced(ctx.client.clone(), ns),
-        &secret,
-        &format!("Secret {ns}/{}", secret_name(r)),
-    )
-    .await?;
-    let block = v.method == Some(RestoreMethod::Delta);
-    let target = if block { BLOCK_TARGET } else { FS_TARGET };
-    let mut args = vec![
-        "mover".to_string(),
-        "restore".into(),
-        "--snapshot".into(),
-        v.snapshot_id.clone().unwrap_or_default(),
-        "--target".into(),
-        target.into(),
-        "--mode".into(),
-        if block { "block" } else { "fs" }.into(),
-        if block { "--delta" } else { "--delete" }.into(),
-    ];
-    if access.uses_key_file() {
-        args.extend(["--key-file".into(), format!("{SECRET_DIR}/key")]);
-    }
-    let mut volumes = vec![
-        json!({"name": "target", "persistentVolumeClaim": {"claimName": v.pvc}}),
-        json!({"name": "cache", "emptyDir": {}}),
-        json!({"name": "repo", "secret": {"secretName": secret_name(r), "defaultMode": 0o400}}),
-    ];
-    let mut mounts = vec![
-        json!({"name": "cache", "mountPath": "/cache"}),
-        json!({"name": "repo", "mountPath": SECRET_DIR, "readOnly": true}),
-    ];
-    if let Location::Local(path) = &access.location {
-        volumes
-            .push(json!({"name": "repository", "hostPath": {"path": path, "type": "Directory"}}));
-        mounts.push(json!({"name": "repository", "mountPath": path}));
-    }
-    let mut container = json!({
-        "name": "mover",
-        "image": ctx.config.mover_image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": args,
-        "envFrom": [{"secretRef": {"name": secret_name(r)}}],
-        "env": [
-            {"name": "COFFER_CACHE_DIR", "value": "/cache"},
-            {"name": "COFFER_LOG", "value": "info"},
-        ],
-        "volumeMounts": mounts,
-    });
-    if block {
-        container["volumeDevices"] = json!([{"name": "target", "devicePath": BLOCK_TARGET}]);
-    } else {
-        container["volumeMounts"]
-            .as_array_mut()
-            .expect("volumeMounts is an array")
-            .push(json!({"name": "target", "mountPath": FS_TARGET}));
-    }
-    let name = mover_name(r, &v.pvc);
-    let pod: Pod = from_json(
-        json!({
-            "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": {
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": false,
-                "containers": [container],
-                "volumes": volumes,
-            },
-        }),
-        "the restore's mover pod",
-    )?;
-    create(
-        &Api::<Pod>::namespaced(ctx.client.clone(), ns),
-        &pod,
-        &format!("pod {ns}/{name}"),
+        access,
+        &ctx.config.mover_image,
     )
     .await
 }

@@ -42,7 +42,6 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
@@ -123,13 +122,13 @@ fn error_policy(r: Arc<Restore>, e: &Error, _ctx: Arc<Context>) -> Action {
 }
 
 async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = r.namespace().unwrap_or_default();
-    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, RESTORE_FINALIZER, r, |event| {
-        let ctx = ctx.clone();
-        let fut: futures::future::BoxFuture<'static, Result<Action>> = match event {
-            Finalizer::Apply(r) => Box::pin(async move { apply_or_give_up(&r, &ctx).await }),
-            Finalizer::Cleanup(r) => Box::pin(async move {
+    crate::context::with_finalizer(
+        ctx,
+        r,
+        RESTORE_FINALIZER,
+        |r, ctx| Box::pin(async move { apply_or_give_up(&r, &ctx).await }),
+        |r, ctx| {
+            Box::pin(async move {
                 if !r
                     .status
                     .as_ref()
@@ -139,16 +138,10 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
                     stop(&ctx, &r).await?;
                 }
                 Ok(Action::await_change())
-            }),
-        };
-        fut
-    })
+            })
+        },
+    )
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Failed(other.to_string()),
-    })
 }
 
 /// Undoes what a restore that stops early has in flight: PVCs it made that are not filled,

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use super::{RESTORE_LABEL, item, restore_label, targets};
 use crate::context::Context;
 use crate::error::{KubeContext, Result, is_not_found};
-use crate::populator::{FAILED_ANNOTATION, POPULATED_ANNOTATION, prime_names};
+use crate::populator::{FAILED_ANNOTATION, POPULATED_ANNOTATION, has_volume, prime_names};
 
 /// Updates each unfinished volume of `st`; returns whether every volume has ended.
 pub async fn observe(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
@@ -134,12 +134,7 @@ pub async fn remove_unfinished(ctx: &Context, r: &Restore) -> Result<()> {
             .await
             .kube_ctx(|| format!("listing the restore's PVCs in {ns}"))?;
         for p in list {
-            let bound = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_deref())
-                .is_some_and(|v| !v.is_empty());
-            if bound {
+            if has_volume(&p) {
                 continue;
             }
             match api.delete(&p.name_any(), &DeleteParams::background()).await {
