@@ -13,10 +13,12 @@ use coffer_api::{
     ItemKind, Restore, RestoreMethod, RestoreSpec, RestoreStatus, ScaledWorkload,
     VolumeRestorePhase, VolumeRestoreStatus,
 };
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use serde_json::json;
 
 use super::{RESTORE_LABEL, Source, item, pending_volume, restore_label};
@@ -229,48 +231,20 @@ async fn still_mounted(
     Ok(out)
 }
 
-/// Sets the replicas of workload `kind ns/name`; returns what it had.
+/// Sets the replicas of workload `kind ns/name` (an apps/v1 kind); returns what it had.
 async fn scale(ctx: &Context, kind: &str, ns: &str, name: &str, replicas: i32) -> Result<i32> {
-    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-    let pp = PatchParams::default();
     let what = || format!("scaling {kind} {ns}/{name} to {replicas}");
-    let c = ctx.client.clone();
-    let before = match kind {
-        "Deployment" => {
-            let api = Api::<Deployment>::namespaced(c, ns);
-            let before = api
-                .get(name)
-                .await
-                .kube_ctx(what)?
-                .spec
-                .and_then(|s| s.replicas);
-            api.patch(name, &pp, &patch).await.kube_ctx(what)?;
-            before
-        }
-        "StatefulSet" => {
-            let api = Api::<StatefulSet>::namespaced(c, ns);
-            let before = api
-                .get(name)
-                .await
-                .kube_ctx(what)?
-                .spec
-                .and_then(|s| s.replicas);
-            api.patch(name, &pp, &patch).await.kube_ctx(what)?;
-            before
-        }
-        _ => {
-            let api = Api::<ReplicaSet>::namespaced(c, ns);
-            let before = api
-                .get(name)
-                .await
-                .kube_ctx(what)?
-                .spec
-                .and_then(|s| s.replicas);
-            api.patch(name, &pp, &patch).await.kube_ctx(what)?;
-            before
-        }
-    };
-    Ok(before.unwrap_or(1))
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let before = api.get(name).await.kube_ctx(what)?.data["spec"]["replicas"].as_i64();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+    )
+    .await
+    .kube_ctx(what)?;
+    Ok(before.map_or(1, |r| r as i32))
 }
 
 /// Gives every scaled workload its recorded replicas back. A workload deleted meanwhile
