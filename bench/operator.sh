@@ -8,7 +8,10 @@
 #  3. the first case restored into a new namespace by a Restore (Coffer's volume populator
 #     fills the PVC): the time from the Restore's creation to Completed, against
 #     `coffer volume restore` of the same snapshot alone (the RTO overhead);
-#  4. the operator's peak RSS idle, and after backing up a namespace of OBJECTS ConfigMaps.
+#  4. a Block PVC of SIZE_MIB random data backed up, restored whole into a new namespace
+#     by a Restore, then 1% of it overwritten and restored in place (mode inPlace: only
+#     the differing blocks written), the result compared with the backed-up data;
+#  5. the operator's peak RSS idle, and after backing up a namespace of OBJECTS ConfigMaps.
 # Prints TSV lines and a summary for bench/RESULTS.md.
 #
 # Usage: bench/operator.sh   env SIZE_MIB (1024), OBJECTS (10000), WORK (bench/work-operator)
@@ -132,6 +135,52 @@ COFFER_PASSWORD=bench COFFER_CACHE_DIR=$work/cache-cli "$coffer" --repo "$work/r
 restore_cli=$(python3 -c "print(f'{$(now) - $t0:.2f}')")
 printf 'restore\t1 x %s MiB\toperator %s s\tcli %s s\n' "$SIZE_MIB" "$restore_op" "$restore_cli"
 
+wait_restore() { # NS NAME -> prints seconds from now to Completed
+  local ns=$1 name=$2 t0 phase
+  t0=$(now)
+  while :; do
+    phase=$("${kc[@]}" -n "$ns" get restore "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    case $phase in Completed) break ;; Failed|PartiallyFailed|Canceled)
+      "${kc[@]}" -n "$ns" get restore "$name" -o yaml >&2; exit 1 ;; esac
+    sleep 0.1
+  done
+  python3 -c "print(f'{$(now) - $t0:.2f}')"
+}
+echo "==> a Block PVC of $SIZE_MIB MiB: restored whole, then in place after a 1% change" >&2
+{
+  printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: blk}\n---\n'
+  printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: key, namespace: blk}\nstringData: {password: bench}\n---\n'
+  printf 'apiVersion: coffer.dev/v1alpha1\nkind: BackupRepository\nmetadata: {name: main, namespace: blk}\nspec: {location: "%s/repo-blk", keySecret: {name: key}, initialize: true}\n---\n' "$work"
+  printf 'apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: disk, namespace: blk, labels: {app: bench}}\nspec: {accessModes: [ReadWriteOnce], volumeMode: Block, resources: {requests: {storage: %sMi}}}\n' "$SIZE_MIB"
+} | "${kc[@]}" apply -f - >/dev/null
+for _ in $(seq 300); do
+  pv=$("${kc[@]}" -n blk get pvc disk -o jsonpath='{.spec.volumeName}')
+  [ -n "$pv" ] && break
+  sleep 0.2
+done
+img=$work/cluster/storage/volumes/$pv.img
+head -c "$((SIZE_MIB << 20))" /dev/urandom | dd of="$img" conv=notrunc status=none
+for _ in $(seq 300); do
+  [ "$("${kc[@]}" -n blk get backuprepository main -o jsonpath='{.status.phase}')" = Ready ] && break
+  sleep 0.2
+done
+printf 'apiVersion: coffer.dev/v1alpha1\nkind: Backup\nmetadata: {name: b1, namespace: blk}\nspec: {selection: {labelSelector: {matchLabels: {app: bench}}}, repository: {name: main}}\n' | "${kc[@]}" apply -f - >/dev/null
+wait_backup blk b1 >/dev/null
+printf 'apiVersion: coffer.dev/v1alpha1\nkind: Restore\nmetadata: {name: whole, namespace: blk}\nspec: {backup: b1, namespaceMapping: {blk: blk-copy}}\n' | "${kc[@]}" apply -f - >/dev/null
+block_full=$(wait_restore blk whole)
+copy=$work/cluster/storage/volumes/$("${kc[@]}" -n blk-copy get pvc disk -o jsonpath='{.spec.volumeName}').img
+cmp "$img" "$copy" || { echo "the restored Block volume differs" >&2; exit 1; }
+# 1% of the volume overwritten, in 1 MiB pieces spread over it.
+changed=$((SIZE_MIB / 100 > 0 ? SIZE_MIB / 100 : 1))
+for i in $(seq 0 $((changed - 1))); do
+  dd if=/dev/urandom of="$img" bs=1M count=1 seek=$((i * SIZE_MIB / changed)) conv=notrunc status=none
+done
+printf 'apiVersion: coffer.dev/v1alpha1\nkind: Restore\nmetadata: {name: back, namespace: blk}\nspec: {backup: b1, mode: inPlace}\n' | "${kc[@]}" apply -f - >/dev/null
+block_delta=$(wait_restore blk back)
+cmp "$img" "$copy" || { echo "the volume restored in place differs from the backup" >&2; exit 1; }
+delta_written=$("${kc[@]}" -n blk get restore back -o jsonpath='{.status.volumes[0].bytesWritten}')
+printf 'block\t1 x %s MiB\tfull %s s\tin place after %s MiB changed %s s (%s bytes written)\n' "$SIZE_MIB" "$block_full" "$changed" "$block_delta" "$delta_written"
+
 echo "==> $OBJECTS ConfigMaps" >&2
 python3 - "$OBJECTS" >"$work/objects.yaml" <<'PY'
 import sys
@@ -159,4 +208,5 @@ while read -r count op cli; do
   echo "  $count x $SIZE_MIB MiB: Backup created -> Completed $op s; coffer volume backup alone $cli s"
 done <"$work/results"
 echo "  1 x $SIZE_MIB MiB restored: Restore created -> Completed (populator, data compared) $restore_op s; coffer volume restore alone $restore_cli s"
+echo "  Block PVC of $SIZE_MIB MiB: restored whole by a Restore $block_full s; in place after $changed MiB changed $block_delta s ($delta_written bytes written)"
 echo "  operator RSS idle: $idle_rss MiB; peak before the objects backup $before_hwm MiB, after backing up $stored objects ($objects_s s): $objects_hwm MiB"

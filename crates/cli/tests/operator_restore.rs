@@ -221,6 +221,7 @@ async fn volumes_of(env: &Env, ns: &str) -> (BTreeMap<String, Vec<u8>>, Vec<u8>)
     let mut files = tree(&data);
     // What the app writes when it starts on restored data is not backed-up data.
     files.remove("restored");
+    files.remove("hook-ran");
     (files, std::fs::read(blk).unwrap())
 }
 
@@ -622,9 +623,39 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    restore(&env, "shop", "dr", json!({"backup": "shop-1"}));
+    // With restore hooks: one that reads the restored data once the pod is Ready, one
+    // that fails with onError Continue (the restore ends PartiallyFailed, naming it).
+    restore(
+        &env,
+        "shop",
+        "dr",
+        json!({"backup": "shop-1", "hooks": [{"name": "check",
+        "labelSelector": {"matchLabels": {"app": "shop"}},
+        "post": [
+            {"exec": {"command": ["sh", "-c", "cp /data/hello.txt /data/hook-ran"]}, "waitTimeout": "2m"},
+            {"exec": {"command": ["sh", "-c", "echo broken >&2; exit 3"], "onError": "Continue"}}
+        ]}]}),
+    );
     let st = wait_restore(&env, "shop", "dr").await;
-    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    assert_eq!(st.phase, Some(RestorePhase::PartiallyFailed), "{st:#?}");
+    let hooks = st.hooks.clone().unwrap();
+    assert_eq!((hooks.attempted, hooks.failed), (2, 1), "{st:#?}");
+    let failed = st
+        .items
+        .iter()
+        .find(|i| i.kind == coffer_api::ItemKind::Hook)
+        .unwrap();
+    assert!(
+        failed.reason.contains("\"check\"") && failed.reason.contains("exit code 3"),
+        "{failed:?}"
+    );
+    assert!(
+        st.volumes
+            .iter()
+            .all(|v| v.phase == Some(VolumeRestorePhase::Completed))
+    );
+    let pod = web_pod(&env, "shop", "hook-ran").await;
+    assert_eq!(env.exec("shop", &pod, "cat /data/hook-ran"), "hello\n");
     let back = volumes_of(&env, "shop").await;
     assert_eq!(back.0, original.0);
     assert!(back.1 == original.1, "the block volume differs after DR");

@@ -55,12 +55,12 @@ pub struct HookOutcome {
 }
 
 /// One hook to run in one pod.
-struct Execution {
-    hook_name: String,
-    namespace: String,
-    pod: String,
-    container: String,
-    exec: ExecHook,
+pub(crate) struct Execution {
+    pub(crate) hook_name: String,
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
+    pub(crate) container: String,
+    pub(crate) exec: ExecHook,
 }
 
 /// Runs the hooks of `phase`. With `stop_at_fatal` (pre hooks) the first failure of
@@ -205,7 +205,7 @@ async fn plan(
 }
 
 /// A listing restricted to `sel` (everything without one).
-fn list_params(
+pub(crate) fn list_params(
     sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 ) -> Result<ListParams> {
     let lp = ListParams::default();
@@ -216,11 +216,11 @@ fn list_params(
 }
 
 /// Velero's command annotation: a JSON array, or one command word.
-fn parse_velero_command(s: &str) -> Vec<String> {
+pub(crate) fn parse_velero_command(s: &str) -> Vec<String> {
     serde_json::from_str::<Vec<String>>(s).unwrap_or_else(|_| vec![s.to_string()])
 }
 
-fn first_container(pod: &Pod) -> String {
+pub(crate) fn first_container(pod: &Pod) -> String {
     pod.spec
         .as_ref()
         .and_then(|s| s.containers.first())
@@ -246,7 +246,7 @@ async fn running_pods(client: &Client, ns: &str, lp: &ListParams) -> Result<Vec<
 }
 
 /// Runs one execution; Err is the reason it failed, in words.
-async fn exec(
+pub(crate) async fn exec(
     client: &Client,
     x: &Execution,
     timeout: Duration,
@@ -315,7 +315,7 @@ async fn exec(
 }
 
 /// A command as a person would type it.
-fn shell_words(cmd: &[String]) -> String {
+pub(crate) fn shell_words(cmd: &[String]) -> String {
     cmd.iter()
         .map(|w| {
             if w.chars()

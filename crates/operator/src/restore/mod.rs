@@ -11,9 +11,10 @@
 //!    namespace), then applied: namespaces and cluster objects first, PVCs, workloads.
 //! 3. `Volumes`: the volume populator ([`crate::populator`]) fills the PVCs; each one's
 //!    outcome is read from it, with a deadline.
-//! 4. `Finalize`: the restore's VolumeBackups removed, the phase set.
+//! 4. `Hooks`: commands in the restored pods once they are Ready (module `hooks`).
+//! 5. `Finalize`: the restore's VolumeBackups removed, the phase set.
 //!
-//! Mode `inPlace` (the application is running; [`in_place`]) runs `Validate`, then
+//! Mode `inPlace` (the application is running; module `in_place`) runs `Validate`, then
 //! `ScaleDown` (the workloads mounting the PVCs recorded and scaled to zero), `Volumes`
 //! (movers write into the existing PVCs), `Resources` (objects back to their backed-up
 //! state, PVCs left alone), `ScaleUp` (the recorded replicas given back), `Finalize`.
@@ -21,9 +22,9 @@
 //! `spec.cancel` (or deleting the Restore) stops it: PVCs it made that are not yet bound
 //! are deleted (their prime PVCs and mover pods go with them) and so are its
 //! VolumeBackups and mover pods; scaled workloads get their replicas back; nothing
-//! half-bound stays. Restore hooks are refused at validation with a message saying so:
-//! this operator version does not run them yet.
+//! half-bound stays.
 
+mod hooks;
 mod in_place;
 mod resources;
 mod volumes;
@@ -74,6 +75,8 @@ pub mod step {
     pub const SCALE_DOWN: &str = "ScaleDown";
     /// Mode inPlace: the workloads given their replicas back.
     pub const SCALE_UP: &str = "ScaleUp";
+    /// Restore hooks in the restored pods.
+    pub const HOOKS: &str = "Hooks";
     /// Cleanup.
     pub const FINALIZE: &str = "Finalize";
 }
@@ -393,13 +396,19 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
         Some(step::SCALE_UP) => {
             in_place::remove_movers(ctx, &r).await?;
             in_place::scale_up(ctx, &st).await?;
+            st.step = Some(step::HOOKS.into());
+            write_status(ctx, &r, &st).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Some(step::HOOKS) => {
+            hooks::run(ctx, &r, &mut st).await?;
             st.step = Some(step::FINALIZE.into());
             write_status(ctx, &r, &st).await?;
             Ok(Action::requeue(Duration::from_millis(100)))
         }
         Some(step::VOLUMES) => {
             if volumes::observe(ctx, &mut st).await? {
-                st.step = Some(step::FINALIZE.into());
+                st.step = Some(step::HOOKS.into());
                 write_status(ctx, &r, &st).await?;
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
@@ -422,7 +431,10 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
                 .iter()
                 .filter(|v| v.phase == Some(VolumeRestorePhase::Completed))
                 .count();
-            let (phase, message) = if failed_volumes == 0 && failed_objects == 0 {
+            let failed_hooks = st.hooks.as_ref().map_or(0, |h| h.failed);
+            let (phase, message) = if let Some(f) = st.failure.clone() {
+                (RestorePhase::Failed, f)
+            } else if failed_volumes == 0 && failed_objects == 0 && failed_hooks == 0 {
                 (
                     RestorePhase::Completed,
                     format!(
@@ -437,7 +449,7 @@ async fn apply(r: &Restore, ctx: &Context) -> Result<Action> {
                 (
                     RestorePhase::PartiallyFailed,
                     format!(
-                        "restore partially failed: {failed_objects} objects and {failed_volumes} volumes failed (listed in status.items)"
+                        "restore partially failed: {failed_objects} objects, {failed_volumes} volumes and {failed_hooks} hooks failed (listed in status.items)"
                     ),
                 )
             };
@@ -469,11 +481,6 @@ async fn validate(ctx: &Context, r: &Restore) -> Result<Source> {
         return Err(Error::Invalid(
             "spec.clone makes new objects beside the originals: it goes with mode new, not inPlace"
                 .into(),
-        ));
-    }
-    if !spec.hooks.is_empty() {
-        return Err(Error::Invalid(
-            "spec.hooks (restore hooks) are not available in this operator version yet: remove them, and run the commands after the restore".into(),
         ));
     }
     let (repository, manifest_id) = match (&spec.backup, &spec.repository, &spec.manifest) {
@@ -642,4 +649,5 @@ fn send_probe(
     s(in_place::scale_down(ctx, st));
     s(in_place::movers(ctx, r, &source.repository, st));
     s(stop(ctx, r));
+    s(hooks::run(ctx, r, st));
 }
