@@ -42,9 +42,9 @@ pub use repository::{
     RepositoryPhase, RepositorySettings, RepositoryStatus,
 };
 pub use restore::{
-    ExistingObjects, ObjectCounts, Restore, RestoreExecHook, RestoreHookGroup, RestoreMethod,
-    RestoreMode, RestorePhase, RestoreSpec, RestoreStatus, ScaledWorkload, TransformsRef,
-    VolumeFilter, VolumeRestorePhase, VolumeRestoreStatus,
+    ExistingObjects, InitContainer, ObjectCounts, Restore, RestoreExecHook, RestoreHookGroup,
+    RestoreMethod, RestoreMode, RestorePhase, RestoreSpec, RestoreStatus, ScaledWorkload,
+    TransformsRef, VolumeFilter, VolumeRestorePhase, VolumeRestoreStatus,
 };
 pub use volume_backup::{VolumeBackup, VolumeBackupPhase, VolumeBackupSpec, VolumeBackupStatus};
 

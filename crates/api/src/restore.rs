@@ -70,6 +70,27 @@ pub struct RestoreHookGroup {
     /// Commands run once the pod is Ready, in the order listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post: Vec<RestoreExecHook>,
+    /// Containers injected first into the restored pods (and the pod templates of
+    /// restored workloads) the selector matches: they run to completion before the
+    /// application starts on its restored data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init: Vec<InitContainer>,
+}
+
+/// An init container a restore injects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitContainer {
+    /// Its name (a container of that name already in the pod is left as it is).
+    pub name: String,
+    /// Its image.
+    pub image: String,
+    /// Its command and arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The pod's volumes it mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
 }
 
 /// A command run in a restored pod once it is ready.

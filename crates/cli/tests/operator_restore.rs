@@ -222,6 +222,7 @@ async fn volumes_of(env: &Env, ns: &str) -> (BTreeMap<String, Vec<u8>>, Vec<u8>)
     // What the app writes when it starts on restored data is not backed-up data.
     files.remove("restored");
     files.remove("hook-ran");
+    files.remove("init-ran");
     (files, std::fs::read(blk).unwrap())
 }
 
@@ -631,6 +632,8 @@ spec:
         "dr",
         json!({"backup": "shop-1", "hooks": [{"name": "check",
         "labelSelector": {"matchLabels": {"app": "shop"}},
+        "init": [{"name": "mark", "image": "busybox", "command": ["sh", "-c", "echo init > /data/init-ran"],
+                  "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
         "post": [
             {"exec": {"command": ["sh", "-c", "cp /data/hello.txt /data/hook-ran"]}, "waitTimeout": "2m"},
             {"exec": {"command": ["sh", "-c", "echo broken >&2; exit 3"], "onError": "Continue"}}
@@ -656,6 +659,21 @@ spec:
     );
     let pod = web_pod(&env, "shop", "hook-ran").await;
     assert_eq!(env.exec("shop", &pod, "cat /data/hook-ran"), "hello\n");
+    // The init container was injected, and ran before the app, on the restored volume.
+    let init = env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.initContainers[0].name}",
+        ],
+        None,
+    );
+    assert_eq!(init, "mark");
+    assert_eq!(env.exec("shop", &pod, "cat /data/init-ran"), "init\n");
     let back = volumes_of(&env, "shop").await;
     assert_eq!(back.0, original.0);
     assert!(back.1 == original.1, "the block volume differs after DR");

@@ -26,6 +26,7 @@
 
 mod hooks;
 mod in_place;
+mod init;
 mod resources;
 mod volumes;
 

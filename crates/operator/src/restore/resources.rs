@@ -258,6 +258,8 @@ pub async fn restore(
         volumes.push(s);
     }
 
+    super::init::inject(spec, &mut plan);
+
     // Namespaces (and rollback deletions) first, so that the VolumeBackups can be made in
     // them before the PVCs that name them.
     let mut first = plan.clone();
