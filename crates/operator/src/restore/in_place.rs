@@ -85,7 +85,9 @@ fn claims(p: &Pod) -> impl Iterator<Item = &str> {
 /// returns whether no pod mounts any of them any more. Pods without a controller fail
 /// their volumes.
 pub async fn scale_down(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
-    let mut clear = true;
+    // The pods that mount a volume to write, as listed: whether they still do is decided
+    // once every pod was seen (a volume may be failed by a later pod).
+    let mut mounting: Vec<(String, Vec<String>)> = Vec::new();
     let wanted: BTreeMap<String, BTreeSet<String>> = st
         .volumes
         .iter()
@@ -111,7 +113,7 @@ pub async fn scale_down(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
             {
                 continue;
             }
-            clear = false;
+            mounting.push((ns.clone(), used.clone()));
             let Some(owner) = p
                 .owner_references()
                 .iter()
@@ -173,17 +175,15 @@ pub async fn scale_down(ctx: &Context, st: &mut RestoreStatus) -> Result<bool> {
             }
         }
     }
-    // Volumes failed above leave their pods running: only the others must be clear.
-    let failed: BTreeSet<(String, String)> = st
-        .volumes
-        .iter()
-        .filter(|v| v.phase == Some(VolumeRestorePhase::Failed))
-        .map(|v| (v.namespace.clone(), v.pvc.clone()))
-        .collect();
-    if !clear && !failed.is_empty() {
-        clear = still_mounted(ctx, st, &failed).await?.is_empty();
-    }
-    Ok(clear)
+    // Pods of volumes failed above keep running: only the volumes still to write must be
+    // free.
+    Ok(!mounting.iter().any(|(ns, used)| {
+        st.volumes.iter().any(|v| {
+            &v.namespace == ns
+                && used.contains(&v.pvc)
+                && v.phase == Some(VolumeRestorePhase::Pending)
+        })
+    }))
 }
 
 /// Fails the volumes of `ns` named in `used` with `why`.
@@ -196,39 +196,6 @@ fn fail_used(st: &mut RestoreStatus, ns: &str, used: &[String], why: String) {
         v.phase = Some(VolumeRestorePhase::Failed);
         v.message = Some(why.clone());
     }
-}
-
-async fn still_mounted(
-    ctx: &Context,
-    st: &RestoreStatus,
-    except: &BTreeSet<(String, String)>,
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let namespaces: BTreeSet<&str> = st.volumes.iter().map(|v| v.namespace.as_str()).collect();
-    for ns in namespaces {
-        let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .kube_ctx(|| format!("listing the pods of {ns}"))?;
-        for p in pods {
-            if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") {
-                continue;
-            }
-            for c in claims(&p) {
-                let key = (ns.to_string(), c.to_string());
-                if !except.contains(&key)
-                    && st.volumes.iter().any(|v| {
-                        v.namespace == ns
-                            && v.pvc == c
-                            && v.phase == Some(VolumeRestorePhase::Pending)
-                    })
-                {
-                    out.push(format!("{ns}/{}", p.name_any()));
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Sets the replicas of workload `kind ns/name` (an apps/v1 kind); returns what it had.
