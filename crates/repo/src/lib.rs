@@ -19,7 +19,8 @@
 //! The on-storage format is specified in docs/format.md; the modules follow it:
 //! [`crypto`] (sealing), [`keyslot`] and [`keys`] (key slots), [`pack`] (pack objects),
 //! [`index`] (index files), [`index_table`] (the local memory-mapped lookup table),
-//! [`snapshot`] (manifests), [`writer`] (sessions), and the maintenance modules.
+//! [`snapshot`] (manifests), [`writer`] (sessions), [`stream`] (metadata streams written
+//! in pieces), and the maintenance modules.
 
 pub mod check;
 pub mod compression;
@@ -44,6 +45,7 @@ pub mod scale;
 pub mod snapshot;
 pub mod stats;
 pub mod storage;
+pub mod stream;
 pub mod writer;
 
 pub use check::{CheckOptions, CheckReport, MetadataCheck};
@@ -67,4 +69,5 @@ pub use stats::{RepoStats, human_bytes};
 pub use storage::{
     Location, ObjectInfo, ObjectWriter, OpendalStorage, S3Options, Storage, StorageOptions,
 };
+pub use stream::StreamWriter;
 pub use writer::{Added, SealedChunk, WriteStats, Writer};
