@@ -1,25 +1,37 @@
 //! The on-repo archive of a resources snapshot.
 //!
-//! A `resources` snapshot's root stream is a JSON [`Catalog`]: where the objects came from,
+//! A `resources` snapshot's root stream is its [`Catalog`]: where the objects came from,
 //! what was selected, which resource types were collected (also those with no objects, so
 //! that a rollback knows its scope), and one [`Entry`] per object naming the chunks of that
 //! object's own JSON stream. Reading one object therefore costs the catalog plus that
 //! object's chunks, never the whole backup. Objects are stored exactly as the API server
 //! returned them (with apiVersion and kind filled in); sanitising happens at restore time,
 //! so nothing is lost for later inspection. Unchanged objects dedup across backups.
+//!
+//! Catalog format 2 (what this code writes) is JSON lines: a header, one line per entry in the
+//! order the objects were stored, and a trailer with the count and the collected types,
+//! so that a backup writes each entry as its object is stored ([`ArchiveWriter`]) and
+//! holds neither the objects nor the entries: its memory does not grow with the object
+//! count. Format 1 (one JSON object, entries sorted) is still read: a repository written
+//! by any release restores. docs/format.md has both.
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
+
 use coffer_repo::progress::SharedProgress;
-use coffer_repo::{BlobKind, ChunkId, NewSnapshot, Repository, Snapshot, Writer};
+use coffer_repo::{BlobKind, ChunkId, NewSnapshot, Repository, Snapshot, StreamWriter, Writer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::discovery::{ServedResource, split_api_version};
 use crate::{Error, Result};
 
-/// Version of the catalog layout.
-pub const CATALOG_FORMAT: u32 = 1;
+/// Version of the catalog layout written: JSON lines ([`ArchiveWriter`]).
+pub const CATALOG_FORMAT: u32 = 2;
+
+/// The first catalog layout (one JSON object), still read.
+pub const CATALOG_FORMAT_V1: u32 = 1;
 
 /// Where a backup was taken.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
@@ -89,10 +101,11 @@ impl Entry {
     }
 }
 
-/// The root stream of a resources snapshot.
+/// The root stream of a resources snapshot, as read (whatever its format).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
-    /// [`CATALOG_FORMAT`].
+    /// The layout it was read from (or is to be encoded in): [`CATALOG_FORMAT`] or
+    /// [`CATALOG_FORMAT_V1`].
     pub format: u32,
     /// The cluster the objects came from.
     pub cluster: ClusterInfo,
@@ -100,20 +113,52 @@ pub struct Catalog {
     pub selection: RecordedSelection,
     /// Every resource type that was collected (listed), objects or not.
     pub collected: Vec<ServedResource>,
-    /// One entry per stored object, sorted by group, kind, namespace and name.
+    /// One entry per stored object, sorted by group, kind, namespace and name (as read;
+    /// format 2 stores them in the order they were stored).
     pub entries: Vec<Entry>,
 }
+
+/// One line of a format-2 catalog.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Line {
+    /// The first line.
+    Header(Header),
+    /// One per stored object.
+    Entry(Entry),
+    /// The last line: a catalog cut short (a writer killed, a chunk lost) has none.
+    End(Trailer),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    cluster: ClusterInfo,
+    selection: RecordedSelection,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Trailer {
+    /// How many entry lines precede it.
+    entries: u64,
+    collected: Vec<ServedResource>,
+}
+
+/// The longest line of a format-2 catalog read back: an entry is bounded by its object
+/// (labels and chunk ids), the trailer by the number of resource types.
+pub const MAX_CATALOG_LINE: usize = 32 << 20;
 
 /// The largest stored object read back (Kubernetes itself stores at most about 1.5 MiB
 /// per object); a catalog entry claiming more is damaged.
 pub const MAX_OBJECT_BYTES: u64 = 16 << 20;
 
-/// The largest catalog read back (about three million objects).
+/// The largest catalog read back whole (about three million objects).
 pub const MAX_CATALOG_BYTES: u64 = 1 << 30;
 
 impl Catalog {
-    /// Reads the catalog of a resources snapshot. The catalog is untrusted: it is read
-    /// chunk by chunk up to [`MAX_CATALOG_BYTES`] and checked by [`Catalog::from_bytes`].
+    /// Reads the catalog of a resources snapshot, in either format. The catalog is
+    /// untrusted: it is read chunk by chunk up to [`MAX_CATALOG_BYTES`] and checked as
+    /// [`Catalog::from_bytes`] checks it.
     pub async fn load(repo: &Repository, snap: &Snapshot) -> Result<Catalog> {
         if snap.kind != coffer_repo::SnapshotKind::Resources {
             return Err(Error::Invalid(format!(
@@ -123,14 +168,63 @@ impl Catalog {
             )));
         }
         let what = format!("the catalog of snapshot {}", snap.id.short());
-        let bytes = read_bounded(repo, &snap.root, MAX_CATALOG_BYTES, &what).await?;
-        Catalog::from_bytes(&bytes, &what)
+        let Some(first) = snap.root.first() else {
+            return Catalog::from_bytes(b"", &what);
+        };
+        let head = repo.read_chunk(first).await?;
+        if !head.starts_with(b"{\"header\"") {
+            let bytes = read_bounded(repo, &snap.root, MAX_CATALOG_BYTES, &what).await?;
+            return Catalog::from_bytes(&bytes, &what);
+        }
+        // Format 2: decoded a line at a time as the chunks arrive, so that only the
+        // entries are held, never the catalog's bytes as well.
+        let mut dec = LineDecoder::new(&what);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut total = 0u64;
+        let mut chunks = futures::stream::iter(1..snap.root.len())
+            .map(|i| repo.read_chunk(&snap.root[i]))
+            .buffered(4);
+        let mut part = Some(head);
+        while let Some(bytes) = part.take() {
+            total += bytes.len() as u64;
+            if total > MAX_CATALOG_BYTES {
+                return Err(dec.damaged(format!(
+                    "its chunks hold more than the {MAX_CATALOG_BYTES} bytes a catalog may have"
+                )));
+            }
+            let mut rest: &[u8] = &bytes;
+            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                if pending.is_empty() {
+                    dec.line(&rest[..nl])?;
+                } else {
+                    pending.extend_from_slice(&rest[..nl]);
+                    dec.line(&pending)?;
+                    pending.clear();
+                }
+                rest = &rest[nl + 1..];
+            }
+            if pending.len() + rest.len() > MAX_CATALOG_LINE {
+                return Err(dec.damaged(format!(
+                    "a line longer than the {MAX_CATALOG_LINE} bytes a line may have"
+                )));
+            }
+            pending.extend_from_slice(rest);
+            part = chunks.next().await.transpose()?;
+        }
+        if !pending.is_empty() {
+            return Err(dec.damaged("it ends in the middle of a line".into()));
+        }
+        let mut catalog = dec.finish()?;
+        sort_entries(&mut catalog.entries);
+        Ok(catalog)
     }
 
-    /// Decodes and checks a catalog (`what` names it in errors). Never panics and
-    /// allocates in proportion to `bytes`: every entry must name a plausible object
-    /// (a size up to [`MAX_OBJECT_BYTES`], at most one chunk per byte, names Kubernetes
-    /// could have stored), or the catalog is reported damaged.
+    /// Decodes and checks a catalog of either format (`what` names it in errors). Never
+    /// panics and allocates in proportion to `bytes`: every entry must name a plausible
+    /// object (a size up to [`MAX_OBJECT_BYTES`], at most one chunk per byte, names
+    /// Kubernetes could have stored), a format-2 catalog must end with its trailer and
+    /// count its entries right, or the catalog is reported damaged. Entries come back
+    /// sorted by group, kind, namespace and name.
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Catalog> {
         let damaged = |cause: String| Error::Damaged {
             what: what.to_string(),
@@ -142,27 +236,53 @@ impl Catalog {
                 bytes.len()
             )));
         }
-        let catalog: Catalog =
-            serde_json::from_slice(bytes).map_err(|e| damaged(crate::one_line(&e.to_string())))?;
-        if catalog.format != CATALOG_FORMAT {
-            return Err(Error::Invalid(format!(
-                "{what} uses resources catalog format {}, this coffer reads {CATALOG_FORMAT}",
-                catalog.format
-            )));
-        }
-        for r in &catalog.collected {
-            check_resource(r).map_err(damaged)?;
-        }
-        for (i, e) in catalog.entries.iter().enumerate() {
-            check_entry(e).map_err(|m| damaged(format!("entry {i}: {m}")))?;
-        }
+        let mut catalog = if bytes.starts_with(b"{\"header\"") {
+            let mut dec = LineDecoder::new(what);
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                let Some(line) = line.strip_suffix(b"\n") else {
+                    return Err(damaged("it ends in the middle of a line".into()));
+                };
+                dec.line(line)?;
+            }
+            dec.finish()?
+        } else {
+            let catalog: Catalog = serde_json::from_slice(bytes)
+                .map_err(|e| damaged(crate::one_line(&e.to_string())))?;
+            if catalog.format != CATALOG_FORMAT_V1 {
+                return Err(unknown_format(what, catalog.format));
+            }
+            for r in &catalog.collected {
+                check_resource(r).map_err(damaged)?;
+            }
+            for (i, e) in catalog.entries.iter().enumerate() {
+                check_entry(e).map_err(|m| damaged(format!("entry {i}: {m}")))?;
+            }
+            catalog
+        };
+        sort_entries(&mut catalog.entries);
         Ok(catalog)
     }
 
-    /// The catalog as stored (JSON).
+    /// The catalog encoded in the layout its `format` names: format 1 as one JSON
+    /// object, any other as format 2's lines (what [`ArchiveWriter`] writes), with
+    /// `format` in the header.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self)
-            .map_err(|e| Error::Invalid(format!("the catalog cannot be encoded: {e}")))
+        if self.format == CATALOG_FORMAT_V1 {
+            return serde_json::to_vec(self).map_err(encode_error);
+        }
+        let mut out = encode_line(&Line::Header(Header {
+            format: self.format,
+            cluster: self.cluster.clone(),
+            selection: self.selection.clone(),
+        }))?;
+        for e in &self.entries {
+            out.extend(encode_line(&Line::Entry(e.clone()))?);
+        }
+        out.extend(encode_line(&Line::End(Trailer {
+            entries: self.entries.len() as u64,
+            collected: self.collected.clone(),
+        }))?);
+        Ok(out)
     }
 
     /// Reads one stored object: exactly the entry's size, a JSON object whose apiVersion,
@@ -305,7 +425,6 @@ async fn read_bounded(
     limit: u64,
     what: &str,
 ) -> Result<Vec<u8>> {
-    use futures::StreamExt;
     let mut out: Vec<u8> = Vec::new();
     let mut parts = futures::stream::iter(0..chunks.len())
         .map(|i| repo.read_chunk(&chunks[i]))
@@ -321,6 +440,123 @@ async fn read_bounded(
         out.extend_from_slice(&part);
     }
     Ok(out)
+}
+
+/// The order catalogs are read in: by group, kind, namespace and name.
+fn sort_entries(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| {
+        (a.group(), &a.kind, &a.namespace, &a.name).cmp(&(
+            b.group(),
+            &b.kind,
+            &b.namespace,
+            &b.name,
+        ))
+    });
+}
+
+fn encode_error(e: serde_json::Error) -> Error {
+    Error::Invalid(format!("the catalog cannot be encoded: {e}"))
+}
+
+fn encode_line(line: &Line) -> Result<Vec<u8>> {
+    let mut out = serde_json::to_vec(line).map_err(encode_error)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+fn unknown_format(what: &str, format: u32) -> Error {
+    Error::Invalid(format!(
+        "{what} uses resources catalog format {format}, this coffer reads {CATALOG_FORMAT_V1} and {CATALOG_FORMAT} (a newer coffer wrote it: upgrade)"
+    ))
+}
+
+/// Decodes a format-2 catalog line by line, checking each line as it comes.
+struct LineDecoder<'a> {
+    what: &'a str,
+    header: Option<Header>,
+    entries: Vec<Entry>,
+    trailer: Option<Trailer>,
+}
+
+impl<'a> LineDecoder<'a> {
+    fn new(what: &'a str) -> Self {
+        LineDecoder {
+            what,
+            header: None,
+            entries: Vec::new(),
+            trailer: None,
+        }
+    }
+
+    fn damaged(&self, cause: String) -> Error {
+        Error::Damaged {
+            what: self.what.to_string(),
+            cause,
+        }
+    }
+
+    fn line(&mut self, bytes: &[u8]) -> Result<()> {
+        let at = self.entries.len() + usize::from(self.header.is_some()) + 1;
+        if bytes.len() > MAX_CATALOG_LINE {
+            return Err(self.damaged(format!(
+                "line {at} has {} bytes, more than the {MAX_CATALOG_LINE} a line may have",
+                bytes.len()
+            )));
+        }
+        if self.trailer.is_some() {
+            return Err(self.damaged(format!("line {at} follows the trailer")));
+        }
+        let line: Line = serde_json::from_slice(bytes).map_err(|e| {
+            self.damaged(format!("line {at}: {}", crate::one_line(&e.to_string())))
+        })?;
+        match (line, self.header.is_some()) {
+            (Line::Header(h), false) => {
+                if h.format != CATALOG_FORMAT {
+                    return Err(unknown_format(self.what, h.format));
+                }
+                self.header = Some(h);
+            }
+            (_, false) => return Err(self.damaged("its first line is not the header".into())),
+            (Line::Header(_), true) => {
+                return Err(self.damaged(format!("line {at} is a second header")));
+            }
+            (Line::Entry(e), true) => {
+                let i = self.entries.len();
+                check_entry(&e).map_err(|m| self.damaged(format!("entry {i}: {m}")))?;
+                self.entries.push(e);
+            }
+            (Line::End(t), true) => {
+                if t.entries != self.entries.len() as u64 {
+                    return Err(self.damaged(format!(
+                        "its trailer counts {} entries, {} precede it",
+                        t.entries,
+                        self.entries.len()
+                    )));
+                }
+                for r in &t.collected {
+                    check_resource(r).map_err(|m| self.damaged(m))?;
+                }
+                self.trailer = Some(t);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Catalog> {
+        let (Some(header), Some(trailer)) = (self.header, self.trailer) else {
+            return Err(Error::Damaged {
+                what: self.what.to_string(),
+                cause: "it ends before its trailer (cut short)".into(),
+            });
+        };
+        Ok(Catalog {
+            format: header.format,
+            cluster: header.cluster,
+            selection: header.selection,
+            collected: trailer.collected,
+            entries: self.entries,
+        })
+    }
 }
 
 /// Stores one object as its own stream and returns its catalog entry.
@@ -341,8 +577,138 @@ pub async fn store_object(writer: &Writer, res: &ServedResource, obj: &Value) ->
     })
 }
 
-/// Stores objects as a resources snapshot: each object its own stream, then the catalog,
-/// then the manifest. Returns the snapshot and the bytes it added to the repository.
+/// How many objects one [`ArchiveWriter::store`] call stores at once.
+const STORE_CONCURRENCY: usize = 16;
+
+/// A resources snapshot being written: objects are stored as they come (each its own
+/// stream) and their entries appended to the catalog stream at once, so that neither the
+/// objects nor their entries stay in memory. [`ArchiveWriter::commit`] writes the
+/// trailer and the snapshot; dropping it or [`ArchiveWriter::abort`] leaves nothing a
+/// snapshot names (the session's chunks go at the next prune).
+pub struct ArchiveWriter {
+    writer: Writer,
+    catalog: StreamWriter,
+    entries: u64,
+    summary: Value,
+}
+
+impl ArchiveWriter {
+    /// Starts a session and the catalog (its header).
+    pub async fn start(
+        repo: &Repository,
+        cluster: ClusterInfo,
+        selection: RecordedSelection,
+    ) -> Result<ArchiveWriter> {
+        let writer = repo.writer().await?;
+        let summary = serde_json::json!({
+            "namespaces": selection.namespaces,
+            "cluster": cluster,
+        });
+        let mut catalog = StreamWriter::new(&writer, BlobKind::Meta);
+        let header = encode_line(&Line::Header(Header {
+            format: CATALOG_FORMAT,
+            cluster,
+            selection,
+        }))?;
+        if let Err(e) = catalog.write(&header).await {
+            writer.abort().await;
+            return Err(e.into());
+        }
+        Ok(ArchiveWriter {
+            writer,
+            catalog,
+            entries: 0,
+            summary,
+        })
+    }
+
+    /// Objects stored so far.
+    pub fn stored(&self) -> u64 {
+        self.entries
+    }
+
+    /// Stores objects of one type (several at once) and appends their entries in the
+    /// order given; each stored object advances `progress` by one.
+    pub async fn store(
+        &mut self,
+        res: &ServedResource,
+        objects: &[&Value],
+        progress: &SharedProgress,
+    ) -> Result<()> {
+        let writer = &self.writer;
+        // By index: a closure taking a reference makes the stream's futures not provably
+        // Send for callers that spawn this future (the operator's controllers).
+        let mut entries = futures::stream::iter(0..objects.len())
+            .map(|i| async move {
+                let e = store_object(writer, res, objects[i]).await;
+                progress.advance(1);
+                e
+            })
+            .buffered(STORE_CONCURRENCY);
+        while let Some(entry) = entries.next().await {
+            let line = encode_line(&Line::Entry(entry?))?;
+            self.catalog.write(&line).await?;
+            self.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the trailer (the collected types) and commits the snapshot. Returns it and
+    /// the bytes the session added to the repository.
+    pub async fn commit(
+        self,
+        collected: Vec<ServedResource>,
+        tags: BTreeMap<String, String>,
+        source: String,
+        warnings: usize,
+    ) -> Result<(Snapshot, u64)> {
+        let ArchiveWriter {
+            writer,
+            mut catalog,
+            entries,
+            mut summary,
+        } = self;
+        let root = async {
+            catalog
+                .write(&encode_line(&Line::End(Trailer { entries, collected }))?)
+                .await?;
+            Ok::<_, Error>(catalog.finish().await?)
+        }
+        .await;
+        let root = match root {
+            Ok(root) => root,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
+        };
+        let bytes_new = writer.stats().bytes_new_stored;
+        summary["objects"] = entries.into();
+        summary["warnings"] = warnings.into();
+        summary["bytes_new"] = bytes_new.into();
+        let snap = writer
+            .commit(NewSnapshot {
+                kind: coffer_repo::SnapshotKind::Resources,
+                source,
+                tags,
+                parent: None,
+                root,
+                summary,
+                time: None,
+            })
+            .await?;
+        Ok((snap, bytes_new))
+    }
+
+    /// Ends the session without a snapshot.
+    pub async fn abort(self) {
+        self.writer.abort().await;
+    }
+}
+
+/// Stores objects already in memory as a resources snapshot (an import from files):
+/// each object its own stream, then the catalog, then the manifest. Returns the snapshot
+/// and the bytes it added to the repository.
 #[allow(clippy::too_many_arguments)]
 pub async fn write_snapshot(
     repo: &Repository,
@@ -355,70 +721,18 @@ pub async fn write_snapshot(
     warnings: usize,
     progress: &SharedProgress,
 ) -> Result<(Snapshot, u64)> {
-    let writer = repo.writer().await?;
-    match write_with(&writer, cluster, selection, collected, objects, progress).await {
-        Ok((root, catalog_summary)) => {
-            let bytes_new = writer.stats().bytes_new_stored;
-            let mut summary = catalog_summary;
-            summary["warnings"] = warnings.into();
-            summary["bytes_new"] = bytes_new.into();
-            let snap = writer
-                .commit(NewSnapshot {
-                    kind: coffer_repo::SnapshotKind::Resources,
-                    source,
-                    tags,
-                    parent: None,
-                    root,
-                    summary,
-                    time: None,
-                })
-                .await?;
-            Ok((snap, bytes_new))
+    let mut archive = ArchiveWriter::start(repo, cluster, selection).await?;
+    // Consecutive objects of one type go in one call.
+    let mut from = 0;
+    while from < objects.len() {
+        let r = &objects[from].0;
+        let to = from + objects[from..].iter().take_while(|(o, _)| o == r).count();
+        let batch: Vec<&Value> = objects[from..to].iter().map(|(_, o)| o).collect();
+        if let Err(e) = archive.store(r, &batch, progress).await {
+            archive.abort().await;
+            return Err(e);
         }
-        Err(e) => {
-            writer.abort().await;
-            Err(e)
-        }
+        from = to;
     }
-}
-
-async fn write_with(
-    writer: &Writer,
-    cluster: ClusterInfo,
-    selection: RecordedSelection,
-    collected: Vec<ServedResource>,
-    objects: &[(ServedResource, Value)],
-    progress: &SharedProgress,
-) -> Result<(Vec<ChunkId>, Value)> {
-    use futures::{StreamExt, TryStreamExt, stream};
-    // By index: a closure taking a reference makes the stream's futures not provably Send
-    // for callers that spawn this future (the operator's controllers).
-    let entries: Vec<Entry> = stream::iter(0..objects.len())
-        .map(|i| {
-            let (r, o) = &objects[i];
-            async move {
-                let e = store_object(writer, r, o).await;
-                progress.advance(1);
-                e
-            }
-        })
-        .buffered(16)
-        .try_collect()
-        .await?;
-    let summary = serde_json::json!({
-        "objects": entries.len(),
-        "namespaces": selection.namespaces,
-        "cluster": cluster,
-    });
-    let catalog = Catalog {
-        format: CATALOG_FORMAT,
-        cluster,
-        selection,
-        collected,
-        entries,
-    };
-    let root = writer
-        .add_stream(BlobKind::Meta, &catalog.to_bytes()?)
-        .await?;
-    Ok((root, summary))
+    archive.commit(collected, tags, source, warnings).await
 }

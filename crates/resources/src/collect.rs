@@ -1,11 +1,11 @@
-//! Collection: which objects a selection names, read from the API server with pagination
-//! and stored as a `resources` snapshot.
+//! Collection: which objects a selection names, read from the API server a page at a
+//! time and stored as a `resources` snapshot as they are read.
 //!
 //! Objects the cluster regenerates (events, endpoints, leases, nodes, service-account
 //! token Secrets, the per-namespace `kube-root-ca.crt`, ...) are never stored: restoring
 //! them would at best be overwritten and at worst fight the controllers that own them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use coffer_repo::Repository;
@@ -16,7 +16,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::archive::{ClusterInfo, RecordedSelection, write_snapshot};
+use crate::archive::{ArchiveWriter, ClusterInfo, RecordedSelection};
 use crate::client::Cluster;
 use crate::discovery::{Discovered, ServedResource};
 use crate::{Error, Result};
@@ -185,6 +185,12 @@ pub fn object_not_stored(r: &ServedResource, obj: &Value) -> Option<&'static str
     }
 }
 
+/// Objects a listing page holds: what a backup keeps in memory per listing at most.
+const PAGE_SIZE: u32 = 500;
+
+/// Listings whose first page is fetched ahead while earlier ones are stored.
+const LISTINGS_AHEAD: usize = 8;
+
 /// Lists every object of one resource type (in one namespace, or all), page by page.
 pub async fn list_all(
     client: &Client,
@@ -192,28 +198,66 @@ pub async fn list_all(
     namespace: Option<&str>,
     selector: Option<&str>,
 ) -> Result<Vec<Value>> {
-    let ar = res.api_resource();
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) if res.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
-        _ => Api::all_with(client.clone(), &ar),
-    };
+    let mut listing = Listing::new(res.clone(), namespace.map(str::to_string), vec![
+        selector.map(str::to_string),
+    ]);
     let mut out = Vec::new();
-    let mut params = ListParams {
-        label_selector: selector.map(str::to_string),
-        limit: Some(500),
-        ..Default::default()
-    };
-    loop {
-        let page = api.list(&params).await?;
-        for item in page.items {
-            out.push(with_type(res, item));
-        }
-        match page.metadata.continue_ {
-            Some(c) if !c.is_empty() => params.continue_token = Some(c),
-            _ => break,
-        }
+    while let Some(page) = listing.next_page(client).await? {
+        out.extend(page);
     }
     Ok(out)
+}
+
+/// One resource type in one namespace (or all), listed a page at a time under each of
+/// some label selectors in turn.
+struct Listing {
+    res: ServedResource,
+    namespace: Option<String>,
+    selectors: Vec<Option<String>>,
+    /// The selector being listed.
+    at: usize,
+    continue_token: Option<String>,
+}
+
+impl Listing {
+    fn new(res: ServedResource, namespace: Option<String>, selectors: Vec<Option<String>>) -> Self {
+        Listing {
+            res,
+            namespace,
+            selectors,
+            at: 0,
+            continue_token: None,
+        }
+    }
+
+    /// The next page (apiVersion and kind set), or None after the last.
+    async fn next_page(&mut self, client: &Client) -> Result<Option<Vec<Value>>> {
+        let Some(selector) = self.selectors.get(self.at) else {
+            return Ok(None);
+        };
+        let ar = self.res.api_resource();
+        let api: Api<DynamicObject> = match &self.namespace {
+            Some(ns) if self.res.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        let params = ListParams {
+            label_selector: selector.clone(),
+            limit: Some(PAGE_SIZE),
+            continue_token: self.continue_token.take(),
+            ..Default::default()
+        };
+        let page = api.list(&params).await?;
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => self.continue_token = Some(c),
+            _ => self.at += 1,
+        }
+        Ok(Some(
+            page.items
+                .into_iter()
+                .map(|o| with_type(&self.res, o))
+                .collect(),
+        ))
+    }
 }
 
 /// The object as JSON with apiVersion and kind set (list items may lack them).
@@ -304,10 +348,12 @@ pub fn selected_types<'a>(
         .collect())
 }
 
-/// Collects the selection and stores it as a resources snapshot.
+/// Collects the selection and stores it as a resources snapshot, each object as it is
+/// listed: memory holds a few listing pages, never the whole selection (a namespace of
+/// 66,000 objects backs up in the memory of one of 1,000).
 ///
-/// Progress: stage "collecting" counts the objects listed (no total), then stage
-/// "storing" the objects written (total known).
+/// Progress: stage "collecting" while the cluster's types are discovered, then stage
+/// "storing" counting the objects stored (no total: it is known at the end).
 pub async fn backup(
     repo: &Repository,
     cluster: &Cluster,
@@ -328,9 +374,6 @@ pub async fn backup(
         &mut warnings,
     )?;
     let excluded = resolve_names(&disc, &sel.exclude_resources, &mut Vec::new(), false)?;
-    let type_allowed = |group: &str, resource: &str| {
-        !excluded.contains(&(group.to_string(), resource.to_string()))
-    };
 
     // The namespaces in scope.
     let ns_res = disc
@@ -360,173 +403,6 @@ pub async fn backup(
             }
         }
     }
-
-    // Namespaced objects: one listing per (type, namespace), or per type across all
-    // namespaces, eight at a time.
-    let namespaced: Vec<&ServedResource> = types.iter().copied().filter(|r| r.namespaced).collect();
-    // Owned jobs: a stream of futures that borrow from their closure's argument is not
-    // provably Send to callers that spawn this future (the operator's controllers).
-    // One listing per selector too: `selector` and each of `or_selectors` (the union is
-    // kept; duplicates go below).
-    let selectors: Vec<Option<String>> = if sel.or_selectors.is_empty() {
-        vec![sel.selector.clone()]
-    } else {
-        sel.selector
-            .iter()
-            .chain(&sel.or_selectors)
-            .map(|s| Some(s.clone()))
-            .collect()
-    };
-    let scopes: Vec<Option<String>> = if sel.all_namespaces {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.clone())).collect()
-    };
-    let mut jobs: Vec<(ServedResource, Option<String>, Option<String>)> = Vec::new();
-    for r in &namespaced {
-        for ns in &scopes {
-            for selector in &selectors {
-                jobs.push(((*r).clone(), ns.clone(), selector.clone()));
-            }
-        }
-    }
-    let listed: Vec<(ServedResource, std::result::Result<Vec<Value>, Error>)> = stream::iter(jobs)
-        .map(|(r, ns, selector)| async move {
-            let res = list_all(client, &r, ns.as_deref(), selector.as_deref()).await;
-            if let Ok(items) = &res {
-                progress.advance(items.len() as u64);
-            }
-            (r, res)
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let mut objects: Vec<(ServedResource, Value)> = Vec::new();
-    for (r, res) in listed {
-        match res {
-            Ok(items) => objects.extend(items.into_iter().map(|o| (r.clone(), o))),
-            Err(Error::Api {
-                code: 400, message, ..
-            }) => {
-                return Err(Error::Invalid(format!(
-                    "the API server rejected the selection: {message} (check --selector)"
-                )));
-            }
-            Err(e) => warnings.push(format!("could not list {}: {e}", r.group_resource())),
-        }
-    }
-    // Objects named one by one.
-    for named in &sel.objects {
-        let found = match disc.resolve(&named.resource) {
-            Ok(rs) => rs,
-            Err(e) => {
-                warnings.push(format!("object {}/{}: {e}", named.resource, named.name));
-                continue;
-            }
-        };
-        let Some(r) = found.into_iter().next().cloned() else {
-            continue;
-        };
-        let scopes: Vec<Option<String>> = match (&named.namespace, r.namespaced) {
-            (_, false) => vec![None],
-            (Some(ns), true) => vec![Some(ns.clone())],
-            (None, true) => namespaces.iter().map(|n| Some(n.clone())).collect(),
-        };
-        let mut any = false;
-        for ns in scopes {
-            match get_object(client, &r, ns.as_deref(), &named.name).await {
-                Ok(Some(o)) => {
-                    any = true;
-                    objects.push((r.clone(), o));
-                }
-                Ok(None) => {}
-                Err(e) => warnings.push(format!(
-                    "could not read {}/{}: {e}",
-                    named.resource, named.name
-                )),
-            }
-        }
-        if !any {
-            warnings.push(format!(
-                "object {}/{} named in the selection does not exist",
-                named.resource, named.name
-            ));
-        }
-    }
-    objects.retain(|(r, o)| object_not_stored(r, o).is_none());
-
-    // Cluster-scoped objects.
-    let mut cluster_objects: Vec<(ServedResource, Value)> = Vec::new();
-    if type_allowed("", "namespaces") {
-        cluster_objects.extend(namespace_objects.into_iter().map(|o| (ns_res.clone(), o)));
-    }
-    if sel.cluster_resources == ClusterResources::Include {
-        for r in types
-            .iter()
-            .filter(|r| !r.namespaced && r.kind != "Namespace")
-        {
-            match list_all(client, r, None, sel.selector.as_deref()).await {
-                Ok(items) => cluster_objects.extend(
-                    items
-                        .into_iter()
-                        .filter(|o| object_not_stored(r, o).is_none())
-                        .map(|o| ((*r).clone(), o)),
-                ),
-                Err(e) => warnings.push(format!("could not list {}: {e}", r.group_resource())),
-            }
-        }
-    }
-    if sel.cluster_resources != ClusterResources::Exclude {
-        let have: BTreeSet<(String, String)> = cluster_objects
-            .iter()
-            .map(|(r, o)| (r.kind.clone(), name_of(o).to_string()))
-            .collect();
-        let needs = cluster_dependencies(&disc, &objects, client, &namespaces, sel).await?;
-        for (group, kind, name) in needs {
-            if have.contains(&(kind.clone(), name.clone())) {
-                continue;
-            }
-            let Some(r) = disc.by_kind(&group, &kind) else {
-                continue;
-            };
-            if !type_allowed(&r.group, &r.resource) {
-                continue;
-            }
-            match get_object(client, r, None, &name).await {
-                Ok(Some(o)) if object_not_stored(r, &o).is_none() => {
-                    cluster_objects.push((r.clone(), o))
-                }
-                Ok(_) => {}
-                Err(e) => warnings.push(format!("could not read {kind}/{name}: {e}")),
-            }
-        }
-    }
-    objects.extend(cluster_objects);
-    objects.sort_by(|(ra, a), (rb, b)| {
-        (&ra.group, &ra.kind, namespace_of(a), name_of(a)).cmp(&(
-            &rb.group,
-            &rb.kind,
-            namespace_of(b),
-            name_of(b),
-        ))
-    });
-    objects.dedup_by(|(ra, a), (rb, b)| {
-        ra.group == rb.group
-            && ra.kind == rb.kind
-            && namespace_of(a) == namespace_of(b)
-            && name_of(a) == name_of(b)
-    });
-
-    let mut collected: Vec<ServedResource> = types.iter().map(|r| (*r).clone()).collect();
-    for (r, _) in &objects {
-        if !collected.contains(r) {
-            collected.push(r.clone());
-        }
-    }
-    let mut type_counts = BTreeMap::new();
-    for (r, _) in &objects {
-        *type_counts.entry(r.group_resource()).or_insert(0) += 1;
-    }
     let source = if sel.all_namespaces {
         format!("{}/*", cluster_name(&info))
     } else {
@@ -540,30 +416,309 @@ pub async fn backup(
         exclude_resources: sel.exclude_resources.clone(),
         cluster_resources: sel.cluster_resources.as_str().into(),
     };
-    progress.stage("storing", Unit::Items, Some(objects.len() as u64));
-    let (snap, bytes_new) = write_snapshot(
-        repo,
-        info,
-        selection,
-        collected,
-        &objects,
-        tags,
-        source,
-        warnings.len(),
+    progress.stage("storing", Unit::Items, None);
+    let archive = ArchiveWriter::start(repo, info, selection).await?;
+    let mut run = Collection {
+        client,
+        disc: &disc,
+        sel,
+        excluded,
         progress,
-    )
-    .await?;
-    let mut summary = BackupSummary {
+        archive,
+        collected: types.iter().map(|r| (*r).clone()).collect(),
+        type_counts: BTreeMap::new(),
+        named: HashSet::new(),
+        cluster_keys: HashSet::new(),
+        needs: Needs::default(),
+        warnings,
+    };
+    if let Err(e) = run
+        .collect(&types, &ns_res, namespace_objects, &namespaces)
+        .await
+    {
+        run.archive.abort().await;
+        return Err(e);
+    }
+    let Collection {
+        archive,
+        collected,
+        type_counts,
+        warnings,
+        ..
+    } = run;
+    let objects = archive.stored() as usize;
+    let (snap, bytes_new) = archive
+        .commit(collected, tags, source, warnings.len())
+        .await?;
+    Ok(BackupSummary {
         snapshot_id: snap.id.to_hex(),
-        objects: objects.len(),
+        objects,
         warnings,
         namespaces,
         types: type_counts,
         bytes_new,
-        duration_s: 0.0,
-    };
-    summary.duration_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+        duration_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// (group, kind, namespace, name): an object's identity in a backup.
+type ObjectKey = (String, String, Option<String>, String);
+
+fn key_of(r: &ServedResource, o: &Value) -> ObjectKey {
+    (
+        r.group.clone(),
+        r.kind.clone(),
+        namespace_of(o).map(str::to_string),
+        name_of(o).to_string(),
+    )
+}
+
+/// One backup's collection under way: what has been stored, and what that brings along.
+struct Collection<'a> {
+    client: &'a Client,
+    disc: &'a Discovered,
+    sel: &'a Selection,
+    /// (group, plural) excluded by the selection.
+    excluded: BTreeSet<(String, String)>,
+    progress: &'a SharedProgress,
+    archive: ArchiveWriter,
+    /// Every type listed, and the types of objects stored without listing theirs.
+    collected: Vec<ServedResource>,
+    type_counts: BTreeMap<String, usize>,
+    /// Objects named one by one (stored first; listings skip them).
+    named: HashSet<ObjectKey>,
+    /// Cluster-scoped objects stored (a dependency is stored once).
+    cluster_keys: HashSet<ObjectKey>,
+    needs: Needs,
+    warnings: Vec<String>,
+}
+
+impl Collection<'_> {
+    fn type_allowed(&self, r: &ServedResource) -> bool {
+        !self
+            .excluded
+            .contains(&(r.group.clone(), r.resource.clone()))
+    }
+
+    /// Stores objects of one type that the selection keeps, noting what they need.
+    async fn store(&mut self, r: &ServedResource, objects: &[Value]) -> Result<()> {
+        let keep: Vec<&Value> = objects
+            .iter()
+            .filter(|o| object_not_stored(r, o).is_none())
+            .collect();
+        if keep.is_empty() {
+            return Ok(());
+        }
+        for o in &keep {
+            if r.namespaced {
+                self.needs.observe(r, o);
+            } else {
+                self.cluster_keys.insert(key_of(r, o));
+            }
+        }
+        if !self.collected.contains(r) {
+            self.collected.push(r.clone());
+        }
+        *self.type_counts.entry(r.group_resource()).or_insert(0) += keep.len();
+        self.archive.store(r, &keep, self.progress).await
+    }
+
+    async fn collect(
+        &mut self,
+        types: &[&ServedResource],
+        ns_res: &ServedResource,
+        namespace_objects: Vec<Value>,
+        namespaces: &[String],
+    ) -> Result<()> {
+        if self.type_allowed(ns_res) {
+            self.store(ns_res, &namespace_objects).await?;
+        }
+        self.named_objects(namespaces).await?;
+        self.namespaced(types, namespaces).await?;
+        if self.sel.cluster_resources == ClusterResources::Include {
+            for r in types
+                .iter()
+                .filter(|r| !r.namespaced && r.kind != "Namespace")
+            {
+                self.cluster_listing(r).await?;
+            }
+        }
+        if self.sel.cluster_resources != ClusterResources::Exclude {
+            self.dependencies().await?;
+        }
+        Ok(())
+    }
+
+    /// Objects named one by one, whatever their labels.
+    async fn named_objects(&mut self, namespaces: &[String]) -> Result<()> {
+        for named in &self.sel.objects {
+            let found = match self.disc.resolve(&named.resource) {
+                Ok(rs) => rs,
+                Err(e) => {
+                    self.warnings
+                        .push(format!("object {}/{}: {e}", named.resource, named.name));
+                    continue;
+                }
+            };
+            let Some(r) = found.into_iter().next().cloned() else {
+                continue;
+            };
+            let scopes: Vec<Option<String>> = match (&named.namespace, r.namespaced) {
+                (_, false) => vec![None],
+                (Some(ns), true) => vec![Some(ns.clone())],
+                (None, true) => namespaces.iter().map(|n| Some(n.clone())).collect(),
+            };
+            let mut any = false;
+            for ns in scopes {
+                match get_object(self.client, &r, ns.as_deref(), &named.name).await {
+                    Ok(Some(o)) => {
+                        any = true;
+                        let key = key_of(&r, &o);
+                        if self.named.insert(key) {
+                            self.store(&r, std::slice::from_ref(&o)).await?;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.warnings.push(format!(
+                        "could not read {}/{}: {e}",
+                        named.resource, named.name
+                    )),
+                }
+            }
+            if !any {
+                self.warnings.push(format!(
+                    "object {}/{} named in the selection does not exist",
+                    named.resource, named.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Namespaced objects: one listing per (type, namespace), or per type across all
+    /// namespaces, each under every selector (an object matching several is stored
+    /// once). Listings are fetched a few ahead and stored in order, a page at a time.
+    async fn namespaced(&mut self, types: &[&ServedResource], namespaces: &[String]) -> Result<()> {
+        let sel = self.sel;
+        let selectors: Vec<Option<String>> = if sel.or_selectors.is_empty() {
+            vec![sel.selector.clone()]
+        } else {
+            sel.selector
+                .iter()
+                .chain(&sel.or_selectors)
+                .map(|s| Some(s.clone()))
+                .collect()
+        };
+        let scopes: Vec<Option<String>> = if sel.all_namespaces {
+            vec![None]
+        } else {
+            namespaces.iter().map(|n| Some(n.clone())).collect()
+        };
+        let mut listings = Vec::new();
+        for r in types.iter().filter(|r| r.namespaced) {
+            for ns in &scopes {
+                listings.push(Listing::new((*r).clone(), ns.clone(), selectors.clone()));
+            }
+        }
+        let client = self.client;
+        // Owned listings: a stream of futures that borrow from their closure's argument
+        // is not provably Send to callers that spawn this future (the operator).
+        let mut ahead = stream::iter(listings)
+            .map(|mut l| async move {
+                let first = l.next_page(client).await;
+                (l, first)
+            })
+            .buffered(LISTINGS_AHEAD);
+        while let Some((mut listing, mut page)) = ahead.next().await {
+            // Names stored from this listing, when several selectors may repeat them.
+            let mut seen: HashSet<(Option<String>, String)> = HashSet::new();
+            loop {
+                let items = match page {
+                    Ok(Some(items)) => items,
+                    Ok(None) => break,
+                    Err(Error::Api {
+                        code: 400, message, ..
+                    }) => {
+                        return Err(Error::Invalid(format!(
+                            "the API server rejected the selection: {message} (check --selector)"
+                        )));
+                    }
+                    Err(e) => {
+                        self.warnings.push(format!(
+                            "could not list {}: {e}",
+                            listing.res.group_resource()
+                        ));
+                        break;
+                    }
+                };
+                let res = listing.res.clone();
+                let several = listing.selectors.len() > 1;
+                let items: Vec<Value> = items
+                    .into_iter()
+                    .filter(|o| {
+                        !self.named.contains(&key_of(&res, o))
+                            && (!several
+                                || seen.insert((
+                                    namespace_of(o).map(str::to_string),
+                                    name_of(o).to_string(),
+                                )))
+                    })
+                    .collect();
+                self.store(&res, &items).await?;
+                page = listing.next_page(client).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object of one cluster-scoped type (`--cluster-resources include`).
+    async fn cluster_listing(&mut self, r: &ServedResource) -> Result<()> {
+        let mut listing = Listing::new(r.clone(), None, vec![self.sel.selector.clone()]);
+        loop {
+            match listing.next_page(self.client).await {
+                Ok(Some(items)) => {
+                    let items: Vec<Value> = items
+                        .into_iter()
+                        .filter(|o| !self.cluster_keys.contains(&key_of(r, o)))
+                        .collect();
+                    self.store(r, &items).await?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.warnings
+                        .push(format!("could not list {}: {e}", r.group_resource()));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The cluster-scoped objects the stored namespaced objects need.
+    async fn dependencies(&mut self) -> Result<()> {
+        let needs = std::mem::take(&mut self.needs)
+            .resolve(self.disc, self.client)
+            .await?;
+        for (group, kind, name) in needs {
+            let Some(r) = self.disc.by_kind(&group, &kind) else {
+                continue;
+            };
+            if self
+                .cluster_keys
+                .contains(&(group.clone(), kind.clone(), None, name.clone()))
+                || !self.type_allowed(r)
+            {
+                continue;
+            }
+            match get_object(self.client, r, None, &name).await {
+                Ok(Some(o)) => self.store(r, std::slice::from_ref(&o)).await?,
+                Ok(None) => {}
+                Err(e) => self
+                    .warnings
+                    .push(format!("could not read {kind}/{name}: {e}")),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A short name for the cluster in snapshot sources: the API server's host and port.
@@ -583,111 +738,118 @@ pub(crate) fn namespace_of(o: &Value) -> Option<&str> {
     o["metadata"]["namespace"].as_str()
 }
 
-/// The cluster-scoped objects the selected namespaced objects need, as (group, kind, name).
-async fn cluster_dependencies(
-    disc: &Discovered,
-    objects: &[(ServedResource, Value)],
-    client: &Client,
-    namespaces: &[String],
-    sel: &Selection,
-) -> Result<BTreeSet<(String, String, String)>> {
-    let mut needs = BTreeSet::new();
-    let mut add = |g: &str, k: &str, n: &str| {
+/// What the stored namespaced objects need from the cluster scope, noted as they are
+/// stored: CRDs of custom resources, PVs of PVCs and their StorageClasses, ClusterRoles
+/// bound by RoleBindings, PriorityClasses of pods, ClusterRoleBindings of ServiceAccounts.
+#[derive(Default)]
+struct Needs {
+    /// (group, kind, name).
+    objects: BTreeSet<(String, String, String)>,
+    pvs: Vec<String>,
+    /// (namespace, name) of stored ServiceAccounts.
+    service_accounts: BTreeSet<(String, String)>,
+}
+
+impl Needs {
+    fn add(&mut self, g: &str, k: &str, n: &str) {
         if !n.is_empty() {
-            needs.insert((g.to_string(), k.to_string(), n.to_string()));
+            self.objects.insert((g.to_string(), k.to_string(), n.to_string()));
         }
-    };
-    let mut pv_names = Vec::new();
-    for (r, o) in objects {
+    }
+
+    fn observe(&mut self, r: &ServedResource, o: &Value) {
         match (r.group.as_str(), r.kind.as_str()) {
             ("", "PersistentVolumeClaim") => {
                 if let Some(pv) = o["spec"]["volumeName"].as_str() {
-                    add("", "PersistentVolume", pv);
-                    pv_names.push(pv.to_string());
+                    self.add("", "PersistentVolume", pv);
+                    self.pvs.push(pv.to_string());
                 }
                 if let Some(sc) = o["spec"]["storageClassName"].as_str() {
-                    add("storage.k8s.io", "StorageClass", sc);
+                    self.add("storage.k8s.io", "StorageClass", sc);
                 }
             }
             ("rbac.authorization.k8s.io", "RoleBinding")
                 if o["roleRef"]["kind"] == "ClusterRole" =>
             {
-                add(
+                self.add(
                     "rbac.authorization.k8s.io",
                     "ClusterRole",
                     o["roleRef"]["name"].as_str().unwrap_or_default(),
                 );
             }
+            ("", "ServiceAccount") => {
+                self.service_accounts.insert((
+                    namespace_of(o).unwrap_or_default().to_string(),
+                    name_of(o).to_string(),
+                ));
+            }
             _ => {}
         }
         if let Some(pc) = crate::refs::pod_spec(r, o).and_then(|s| s["priorityClassName"].as_str())
         {
-            add("scheduling.k8s.io", "PriorityClass", pc);
+            self.add("scheduling.k8s.io", "PriorityClass", pc);
         }
         // Custom resources bring their CRD.
         if !is_builtin_group(&r.group) {
-            add(
+            self.add(
                 "apiextensions.k8s.io",
                 "CustomResourceDefinition",
                 &format!("{}.{}", r.resource, r.group),
             );
         }
     }
-    // StorageClasses of the PVs too (a PV may name a class its claim does not).
-    if let Some(pv_res) = disc.by_kind("", "PersistentVolume") {
-        for pv in pv_names {
-            if let Some(o) = get_object(client, pv_res, None, &pv).await?
-                && let Some(sc) = o["spec"]["storageClassName"].as_str()
-            {
-                add("storage.k8s.io", "StorageClass", sc);
-            }
-        }
-    }
-    // ClusterRoleBindings with a subject that is a ServiceAccount in a selected namespace.
-    let selected_sas: BTreeSet<(String, String)> = objects
-        .iter()
-        .filter(|(r, _)| r.group.is_empty() && r.kind == "ServiceAccount")
-        .map(|(_, o)| {
-            (
-                namespace_of(o).unwrap_or_default().to_string(),
-                name_of(o).to_string(),
-            )
-        })
-        .collect();
-    if !selected_sas.is_empty()
-        && let Some(crb) = disc.by_kind("rbac.authorization.k8s.io", "ClusterRoleBinding")
-    {
-        for b in list_all(client, crb, None, None).await? {
-            if object_not_stored(crb, &b).is_some() {
-                continue;
-            }
-            let binds_selected = b["subjects"].as_array().is_some_and(|subjects| {
-                subjects.iter().any(|s| {
-                    s["kind"] == "ServiceAccount"
-                        && selected_sas.contains(&(
-                            s["namespace"].as_str().unwrap_or_default().to_string(),
-                            s["name"].as_str().unwrap_or_default().to_string(),
-                        ))
-                })
-            });
-            if binds_selected {
-                add(
-                    "rbac.authorization.k8s.io",
-                    "ClusterRoleBinding",
-                    name_of(&b),
-                );
-                if b["roleRef"]["kind"] == "ClusterRole" {
-                    add(
-                        "rbac.authorization.k8s.io",
-                        "ClusterRole",
-                        b["roleRef"]["name"].as_str().unwrap_or_default(),
-                    );
+
+    /// Everything needed, as (group, kind, name): what was noted, the StorageClasses of
+    /// the PVs (a PV may name a class its claim does not), and the ClusterRoleBindings
+    /// with a noted ServiceAccount as subject (with their ClusterRoles).
+    async fn resolve(
+        mut self,
+        disc: &Discovered,
+        client: &Client,
+    ) -> Result<BTreeSet<(String, String, String)>> {
+        if let Some(pv_res) = disc.by_kind("", "PersistentVolume") {
+            for pv in std::mem::take(&mut self.pvs) {
+                if let Some(o) = get_object(client, pv_res, None, &pv).await?
+                    && let Some(sc) = o["spec"]["storageClassName"].as_str()
+                {
+                    self.add("storage.k8s.io", "StorageClass", sc);
                 }
             }
         }
+        if !self.service_accounts.is_empty()
+            && let Some(crb) = disc.by_kind("rbac.authorization.k8s.io", "ClusterRoleBinding")
+        {
+            for b in list_all(client, crb, None, None).await? {
+                if object_not_stored(crb, &b).is_some() {
+                    continue;
+                }
+                let binds_selected = b["subjects"].as_array().is_some_and(|subjects| {
+                    subjects.iter().any(|s| {
+                        s["kind"] == "ServiceAccount"
+                            && self.service_accounts.contains(&(
+                                s["namespace"].as_str().unwrap_or_default().to_string(),
+                                s["name"].as_str().unwrap_or_default().to_string(),
+                            ))
+                    })
+                });
+                if binds_selected {
+                    self.add(
+                        "rbac.authorization.k8s.io",
+                        "ClusterRoleBinding",
+                        name_of(&b),
+                    );
+                    if b["roleRef"]["kind"] == "ClusterRole" {
+                        self.add(
+                            "rbac.authorization.k8s.io",
+                            "ClusterRole",
+                            b["roleRef"]["name"].as_str().unwrap_or_default(),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(self.objects)
     }
-    let _ = (namespaces, sel);
-    Ok(needs)
 }
 
 /// Groups served by Kubernetes itself (their types need no CRD).

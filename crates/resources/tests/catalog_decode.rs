@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use coffer_repo::Id;
 use coffer_resources::archive::{
-    CATALOG_FORMAT, Catalog, ClusterInfo, Entry, MAX_OBJECT_BYTES, RecordedSelection, decode_object,
+    CATALOG_FORMAT, CATALOG_FORMAT_V1, Catalog, ClusterInfo, Entry, MAX_OBJECT_BYTES,
+    RecordedSelection, decode_object,
 };
 use coffer_resources::discovery::ServedResource;
 use proptest::prelude::*;
@@ -56,6 +57,14 @@ fn entry() -> impl Strategy<Value = Entry> {
             size,
             chunks: chunks.into_iter().map(Id).collect(),
         })
+}
+
+/// The catalog with its entries in the order a reader returns them.
+fn sorted(mut c: Catalog) -> Catalog {
+    c.entries.sort_by(|a, b| {
+        (a.group(), &a.kind, &a.namespace, &a.name).cmp(&(b.group(), &b.kind, &b.namespace, &b.name))
+    });
+    c
 }
 
 fn catalog() -> impl Strategy<Value = Catalog> {
@@ -118,11 +127,37 @@ proptest! {
     }
 
     #[test]
-    fn catalogs_round_trip(c in catalog()) {
+    fn catalogs_round_trip_in_both_formats(c in catalog()) {
+        for format in [CATALOG_FORMAT, CATALOG_FORMAT_V1] {
+            let c = sorted(Catalog { format, ..c.clone() });
+            let bytes = c.to_bytes().unwrap();
+            let back = Catalog::from_bytes(&bytes, "test catalog").unwrap();
+            prop_assert_eq!(&back, &c);
+            prop_assert_eq!(back.to_bytes().unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn format_2_entries_come_back_sorted_whatever_their_stored_order(c in catalog()) {
+        let back = Catalog::from_bytes(&c.to_bytes().unwrap(), "test catalog").unwrap();
+        prop_assert_eq!(back, sorted(c));
+    }
+
+    #[test]
+    fn a_format_2_catalog_cut_at_any_line_is_damaged(c in catalog(), at in any::<usize>()) {
         let bytes = c.to_bytes().unwrap();
-        let back = Catalog::from_bytes(&bytes, "test catalog").unwrap();
-        prop_assert_eq!(&back, &c);
-        prop_assert_eq!(back.to_bytes().unwrap(), bytes);
+        let ends: Vec<usize> = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        // Every proper prefix that ends at a line's end lacks the trailer.
+        let cut = ends[at % ends.len()];
+        if cut < bytes.len() {
+            let err = Catalog::from_bytes(&bytes[..cut], "c").unwrap_err().to_string();
+            prop_assert!(err.contains("cut short"), "{}", err);
+        }
     }
 
     #[test]
@@ -223,6 +258,59 @@ fn hostile_entries_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("format 99"), "{err}");
+    let mut c = ok.clone();
+    c.format = CATALOG_FORMAT_V1;
+    let mut v1: serde_json::Value = serde_json::from_slice(&c.to_bytes().unwrap()).unwrap();
+    v1["format"] = json!(7);
+    let err = Catalog::from_bytes(&serde_json::to_vec(&v1).unwrap(), "c")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("format 7"), "{err}");
+}
+
+/// A format-2 catalog whose lines do not add up: each is damaged, in one line.
+#[test]
+fn format_2_lines_that_do_not_add_up_are_damaged() {
+    let ok = String::from_utf8(
+        Catalog {
+            format: CATALOG_FORMAT,
+            cluster: ClusterInfo::default(),
+            selection: RecordedSelection::default(),
+            collected: Vec::new(),
+            entries: vec![Entry {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                resource: "configmaps".into(),
+                namespace: Some("shop".into()),
+                name: "settings".into(),
+                labels: BTreeMap::new(),
+                size: 100,
+                chunks: vec![Id([7u8; 32])],
+            }],
+        }
+        .to_bytes()
+        .unwrap(),
+    )
+    .unwrap();
+    let lines: Vec<&str> = ok.lines().collect();
+    assert_eq!(lines.len(), 3, "{ok}");
+    let (header, entry, end) = (lines[0], lines[1], lines[2]);
+    let cases = [
+        ("the trailer counts wrong", format!("{header}\n{entry}\n{entry}\n{end}\n"), "counts 1 entries, 2 precede"),
+        ("a line after the trailer", format!("{header}\n{entry}\n{end}\n{entry}\n"), "follows the trailer"),
+        ("a second header", format!("{header}\n{header}\n{entry}\n{end}\n"), "second header"),
+        ("no trailer", format!("{header}\n{entry}\n"), "cut short"),
+        ("no final newline", format!("{header}\n{entry}\n{end}"), "middle of a line"),
+        ("an unknown line", format!("{header}\n{{\"extra\":1}}\n{end}\n"), "line 2"),
+        ("a header that is not first", format!("{entry}\n{header}\n{end}\n"), "is damaged"),
+    ];
+    for (what, bytes, want) in cases {
+        let err = Catalog::from_bytes(bytes.as_bytes(), "the catalog of snapshot x")
+            .expect_err(what)
+            .to_string();
+        assert!(err.contains(want) && !err.contains('\n'), "{what}: {err}");
+    }
+    Catalog::from_bytes(ok.as_bytes(), "c").unwrap();
 }
 
 #[test]
