@@ -54,6 +54,8 @@ async fn create_config_maps(client: &kube::Client, ns: &str, n: usize) {
 
 /// Runs a command to its end; returns whether it succeeded, its stdout and its peak RSS
 /// in KiB (the kernel's own count for that process, from wait4).
+// The child is reaped by wait4 itself, which std's Child cannot do while giving rusage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (bool, String, u64) {
     let out = tempfile::NamedTempFile::new().unwrap();
     let err = tempfile::NamedTempFile::new().unwrap();
@@ -156,8 +158,14 @@ async fn a_backup_of_ten_times_the_objects_takes_the_same_memory() {
         let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
         let stored = summary["objects"].as_u64().unwrap() as usize;
         // The ConfigMaps, the namespace, and what the cluster adds (none it regenerates).
-        assert!(stored > n && stored < n + 10, "{ns}: {stored} objects stored");
-        eprintln!("coffer resources backup of {stored} objects: peak RSS {:.1} MiB", mib(peak));
+        assert!(
+            stored > n && stored < n + 10,
+            "{ns}: {stored} objects stored"
+        );
+        eprintln!(
+            "coffer resources backup of {stored} objects: peak RSS {:.1} MiB",
+            mib(peak)
+        );
         peaks.push(peak);
     }
     let (ok, out, err) = coffer_cmd(repo_s, &["check", "--read-data", "--json"], &[]);

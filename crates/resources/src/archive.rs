@@ -506,9 +506,8 @@ impl<'a> LineDecoder<'a> {
         if self.trailer.is_some() {
             return Err(self.damaged(format!("line {at} follows the trailer")));
         }
-        let line: Line = serde_json::from_slice(bytes).map_err(|e| {
-            self.damaged(format!("line {at}: {}", crate::one_line(&e.to_string())))
-        })?;
+        let line: Line = serde_json::from_slice(bytes)
+            .map_err(|e| self.damaged(format!("line {at}: {}", crate::one_line(&e.to_string()))))?;
         match (line, self.header.is_some()) {
             (Line::Header(h), false) => {
                 if h.format != CATALOG_FORMAT {

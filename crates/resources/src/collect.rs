@@ -198,9 +198,11 @@ pub async fn list_all(
     namespace: Option<&str>,
     selector: Option<&str>,
 ) -> Result<Vec<Value>> {
-    let mut listing = Listing::new(res.clone(), namespace.map(str::to_string), vec![
-        selector.map(str::to_string),
-    ]);
+    let mut listing = Listing::new(
+        res.clone(),
+        namespace.map(str::to_string),
+        vec![selector.map(str::to_string)],
+    );
     let mut out = Vec::new();
     while let Some(page) = listing.next_page(client).await? {
         out.extend(page);
@@ -753,7 +755,8 @@ struct Needs {
 impl Needs {
     fn add(&mut self, g: &str, k: &str, n: &str) {
         if !n.is_empty() {
-            self.objects.insert((g.to_string(), k.to_string(), n.to_string()));
+            self.objects
+                .insert((g.to_string(), k.to_string(), n.to_string()));
         }
     }
 

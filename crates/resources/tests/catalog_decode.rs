@@ -62,7 +62,12 @@ fn entry() -> impl Strategy<Value = Entry> {
 /// The catalog with its entries in the order a reader returns them.
 fn sorted(mut c: Catalog) -> Catalog {
     c.entries.sort_by(|a, b| {
-        (a.group(), &a.kind, &a.namespace, &a.name).cmp(&(b.group(), &b.kind, &b.namespace, &b.name))
+        (a.group(), &a.kind, &a.namespace, &a.name).cmp(&(
+            b.group(),
+            &b.kind,
+            &b.namespace,
+            &b.name,
+        ))
     });
     c
 }
@@ -296,13 +301,37 @@ fn format_2_lines_that_do_not_add_up_are_damaged() {
     assert_eq!(lines.len(), 3, "{ok}");
     let (header, entry, end) = (lines[0], lines[1], lines[2]);
     let cases = [
-        ("the trailer counts wrong", format!("{header}\n{entry}\n{entry}\n{end}\n"), "counts 1 entries, 2 precede"),
-        ("a line after the trailer", format!("{header}\n{entry}\n{end}\n{entry}\n"), "follows the trailer"),
-        ("a second header", format!("{header}\n{header}\n{entry}\n{end}\n"), "second header"),
+        (
+            "the trailer counts wrong",
+            format!("{header}\n{entry}\n{entry}\n{end}\n"),
+            "counts 1 entries, 2 precede",
+        ),
+        (
+            "a line after the trailer",
+            format!("{header}\n{entry}\n{end}\n{entry}\n"),
+            "follows the trailer",
+        ),
+        (
+            "a second header",
+            format!("{header}\n{header}\n{entry}\n{end}\n"),
+            "second header",
+        ),
         ("no trailer", format!("{header}\n{entry}\n"), "cut short"),
-        ("no final newline", format!("{header}\n{entry}\n{end}"), "middle of a line"),
-        ("an unknown line", format!("{header}\n{{\"extra\":1}}\n{end}\n"), "line 2"),
-        ("a header that is not first", format!("{entry}\n{header}\n{end}\n"), "is damaged"),
+        (
+            "no final newline",
+            format!("{header}\n{entry}\n{end}"),
+            "middle of a line",
+        ),
+        (
+            "an unknown line",
+            format!("{header}\n{{\"extra\":1}}\n{end}\n"),
+            "line 2",
+        ),
+        (
+            "a header that is not first",
+            format!("{entry}\n{header}\n{end}\n"),
+            "is damaged",
+        ),
     ];
     for (what, bytes, want) in cases {
         let err = Catalog::from_bytes(bytes.as_bytes(), "the catalog of snapshot x")
