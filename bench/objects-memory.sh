@@ -40,28 +40,7 @@ for n in $SIZES; do
   ns=objects-$n
   echo "==> creating $n objects in namespace $ns" >&2
   t0=$(date +%s)
-  python3 - "$n" "$ns" "$work/gen-$n" <<'PY'
-import os, sys
-n, ns, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-os.makedirs(out, exist_ok=True)
-kinds = [("cm", 0.4), ("secret", 0.3), ("svc", 0.2), ("deploy", 0.1)]
-counts = [int(n * share) for _, share in kinds]
-counts[0] += n - sum(counts)
-f = open(f"{out}/objects.yaml", "w")
-f.write(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
-meta = lambda name, extra="": f"metadata: {{name: {name}, namespace: {ns}{extra}}}\n"
-for (kind, _), count in zip(kinds, counts):
-    for i in range(count):
-        name = f"{kind}-{i:05d}"
-        if kind == "cm":
-            f.write(f"---\napiVersion: v1\nkind: ConfigMap\n{meta(name, f', labels: {{app: app-{i % 50}}}')}data: {{index: \"{i}\", url: \"postgres://db-{i % 50}.{ns}.svc:5432/app\"}}\n")
-        elif kind == "secret":
-            f.write(f"---\napiVersion: v1\nkind: Secret\n{meta(name)}type: Opaque\nstringData: {{password: \"p{i}\"}}\n")
-        elif kind == "svc":
-            f.write(f"---\napiVersion: v1\nkind: Service\n{meta(name)}spec: {{selector: {{app: app-{i % 50}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n")
-        else:
-            f.write(f"---\napiVersion: apps/v1\nkind: Deployment\n{meta(name)}spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: busybox:1.36, command: [sleep, \"3600\"]}}]}}\n")
-PY
+  python3 "$root/bench/gen_objects.py" "$n" "$work/gen-$n" "$ns"
   gen_id=$("$last_bin" --repo "$work/gen-repo" resources import "$work/gen-$n" --origin bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot_id"])')
   "$last_bin" --repo "$work/gen-repo" resources restore "$gen_id" --json >/dev/null
   echo "    created in $(( $(date +%s) - t0 )) s" >&2

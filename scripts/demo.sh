@@ -13,6 +13,11 @@ if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x ../shared/k8s/assets ]; then
   KUBEBUILDER_ASSETS=$(../shared/k8s/assets)
   export KUBEBUILDER_ASSETS
 fi
+# scripts/test.sh builds the tests first and passes the binary that build made (the same
+# features), so that the demo does not compile everything a second time.
+if [ -n "${COFFER_DEMO_BIN:-}" ]; then
+  exec "$COFFER_DEMO_BIN" demo --dir "$work"
+fi
 echo "==> building coffer (with the dev-cluster feature)" >&2
 cargo build -q -j2 -p coffer --features dev-cluster
 exec target/debug/coffer demo --dir "$work"

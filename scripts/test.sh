@@ -55,8 +55,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features coffer/dev
 
 # The README's main job runs too (without arguments, i.e. not when only some tests are
 # asked for), before the tests so that their summary stays the last thing printed.
+# One build for the demo and the tests: the tests' build (workspace features, dev
+# dependencies) also makes the coffer binary the demo runs.
+log "building the tests"
+cargo nextest run --workspace --features coffer/dev-cluster --build-jobs "$CARGO_BUILD_JOBS" --no-run
 demo_status=0
 if [ $# -eq 0 ]; then
+  [ -x target/debug/coffer ] || { echo "the test build made no target/debug/coffer" >&2; exit 1; }
+  export COFFER_DEMO_BIN=$root/target/debug/coffer
   log "the main job: scripts/demo.sh"
   demo_dir=$(mktemp -d /tmp/coffer-demo.XXXXXX)
   demo_log=$(mktemp /tmp/coffer-demo-log.XXXXXX)
@@ -67,7 +73,7 @@ if [ $# -eq 0 ]; then
     log "scripts/demo.sh FAILED (its files are in $demo_dir)"
   fi
 fi
-log "building and running the tests"
+log "running the tests"
 cargo nextest run --workspace --features coffer/dev-cluster --no-fail-fast --build-jobs "$CARGO_BUILD_JOBS" "$@"
 if [ "$demo_status" -ne 0 ]; then
   # Repeated here, where a log that keeps only its end still shows it.

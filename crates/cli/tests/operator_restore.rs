@@ -226,6 +226,25 @@ async fn volumes_of(env: &Env, ns: &str) -> (BTreeMap<String, Vec<u8>>, Vec<u8>)
     (files, std::fs::read(blk).unwrap())
 }
 
+/// Waits until Backup `name` in `ns` exists with `manifest`: brought back from the
+/// repository by its BackupRepository.
+async fn wait_synced(env: &Env, ns: &str, name: &str, manifest: &str) {
+    let backups: Api<coffer_api::Backup> = Api::namespaced(env.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(b) = backups.get_opt(name).await.unwrap()
+            && b.status.as_ref().and_then(|s| s.manifest.as_deref()) == Some(manifest)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup {name} did not come back from the repository"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn events_of(env: &Env, ns: &str, pvc: &str) -> Vec<(String, String)> {
     let api: Api<Event> = Api::namespaced(env.client.clone(), ns);
     api.list(&ListParams::default().fields(&format!("involvedObject.name={pvc}")))
@@ -610,20 +629,7 @@ spec:
         None,
     );
     env.apply(&app_yaml("shop", &repo));
-    let backups: Api<coffer_api::Backup> = Api::namespaced(env.client.clone(), "shop");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(b) = backups.get_opt("shop-1").await.unwrap()
-            && b.status.as_ref().and_then(|s| s.manifest.as_deref()) == Some(manifest.as_str())
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the backup did not come back from the repository"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_synced(&env, "shop", "shop-1", &manifest).await;
     // With restore hooks: one that reads the restored data once the pod is Ready, one
     // that fails with onError Continue (the restore ends PartiallyFailed, naming it).
     restore(
@@ -725,5 +731,224 @@ spec:
         listed.contains("dr-manifest") && listed.contains("Completed"),
         "{listed}"
     );
+    env.cluster.stop().await;
+}
+
+/// More of the app, for comparing specs across clusters: a Service and a Secret.
+const MORE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: NS, labels: {app: shop}}
+spec: {selector: {app: shop}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret, namespace: NS, labels: {app: shop}}
+type: Opaque
+stringData: {token: "s3cr3t"}
+"#;
+
+/// An object as kubectl gets it (JSON).
+fn object(env: &Env, ns: &str, kind_name: &str) -> serde_json::Value {
+    serde_json::from_str(&env.kubectl(&["-n", ns, "get", kind_name, "-o", "json"], None)).unwrap()
+}
+
+/// What must be equal between an object and its restored copy: what a user wrote, not
+/// what the cluster assigned (a Service's cluster IPs) or the restore records.
+fn user_part(kind_name: &str, o: &serde_json::Value) -> serde_json::Value {
+    let mut v = match kind_name.split('/').next().unwrap() {
+        "configmap" | "secret" => json!({"data": o["data"], "type": o["type"]}),
+        "service" => {
+            let mut spec = o["spec"].clone();
+            for assigned in ["clusterIP", "clusterIPs"] {
+                spec.as_object_mut().unwrap().remove(assigned);
+            }
+            spec
+        }
+        "persistentvolumeclaim" => json!({
+            "accessModes": o["spec"]["accessModes"],
+            "resources": o["spec"]["resources"],
+            "volumeMode": o["spec"]["volumeMode"],
+            "storageClassName": o["spec"]["storageClassName"],
+        }),
+        _ => o["spec"].clone(),
+    };
+    v["labels"] = o["metadata"]["labels"].clone();
+    if let Some(l) = v["labels"].as_object_mut() {
+        l.remove("coffer.dev/restore");
+    }
+    v
+}
+
+const COMPARED: &[&str] = &[
+    "configmap/settings",
+    "secret/app-secret",
+    "service/web",
+    "deployment/web",
+    "persistentvolumeclaim/data",
+    "persistentvolumeclaim/blk",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clone_beside_the_original_then_disaster_recovery_in_a_second_cluster() {
+    // The repository outlives the first cluster.
+    let keep = tempfile::tempdir().unwrap();
+    let repo = keep.path().join("repo");
+    let env = Env::start().await;
+    env.apply(&app_yaml("shop", &repo));
+    env.apply(&APP.replace("NS", "shop"));
+    env.apply(&MORE.replace("NS", "shop"));
+    web_pod(&env, "shop", "ready").await;
+    env.wait_repository("shop", "main").await;
+    env.backup(
+        "shop",
+        "shop-1",
+        json!({"selection": {"labelSelector": {"matchLabels": {"app": "shop"}}},
+               "repository": {"name": "main"}}),
+    );
+    let bst = env.wait_backup("shop", "shop-1").await.status.unwrap();
+    assert_eq!(
+        bst.phase,
+        Some(coffer_api::BackupPhase::Completed),
+        "{bst:#?}"
+    );
+    let snapshot = bst.resources_snapshot.clone().unwrap();
+    let manifest = bst.manifest.clone().unwrap();
+    let original = volumes_of(&env, "shop").await;
+    let originals: Vec<serde_json::Value> =
+        COMPARED.iter().map(|k| object(&env, "shop", k)).collect();
+
+    // 1. A clone in the same namespace, beside the running original: every object renamed
+    //    with the suffix and marked with its origin, its own PVCs filled from the backup,
+    //    its pods selected apart from the original's.
+    restore(
+        &env,
+        "shop",
+        "clone",
+        json!({"backup": "shop-1", "clone": "copy"}),
+    );
+    let st = wait_restore(&env, "shop", "clone").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    let mut filled: Vec<&str> = st.volumes.iter().map(|v| v.pvc.as_str()).collect();
+    filled.sort();
+    assert_eq!(filled, ["blk-copy", "data-copy"], "{st:#?}");
+    assert!(
+        st.volumes
+            .iter()
+            .all(|v| v.phase == Some(VolumeRestorePhase::Completed)),
+        "{st:#?}"
+    );
+    for (k, o) in COMPARED.iter().zip(&originals) {
+        let copy = object(&env, "shop", &format!("{k}-copy"));
+        let a = &copy["metadata"]["annotations"];
+        let name = k.split_once('/').unwrap().1;
+        // CLUSTER/NAMESPACE/NAME, CLUSTER as the backup recorded it.
+        let origin = a["coffer.dev/clone-of"].as_str().unwrap_or_default();
+        assert!(
+            origin.ends_with(&format!("/shop/{name}")) && !origin.starts_with('/'),
+            "{k}-copy: {a}"
+        );
+        assert_eq!(a["coffer.dev/backup-id"], json!(snapshot), "{k}-copy: {a}");
+        // The clone's selectors and pod labels carry the suffix; the rest is the same.
+        let mut want = user_part(k, o);
+        let mut got = user_part(k, &copy);
+        for v in [&mut want, &mut got] {
+            v["labels"] = json!(null);
+            for p in [
+                "/selector",
+                "/selector/matchLabels",
+                "/template/metadata/labels",
+            ] {
+                if let Some(m) = v.pointer_mut(p).and_then(|m| m.as_object_mut()) {
+                    m.remove("app");
+                }
+            }
+            for p in [
+                "/template/spec/volumes/0/persistentVolumeClaim/claimName",
+                "/template/spec/volumes/1/persistentVolumeClaim/claimName",
+            ] {
+                if let Some(c) = v.pointer_mut(p) {
+                    *c = json!(c.as_str().unwrap().trim_end_matches("-copy"));
+                }
+            }
+        }
+        assert_eq!(
+            got, want,
+            "{k}-copy differs from {k} beyond the clone's renames"
+        );
+    }
+    let deploy = object(&env, "shop", "deployment/web-copy");
+    assert_eq!(
+        deploy["spec"]["selector"]["matchLabels"]["app"],
+        "shop-copy"
+    );
+    let data = env.pv_path("shop", "data-copy", false).await;
+    let blk = env.pv_path("shop", "blk-copy", true).await;
+    let mut files = tree(&data);
+    files.remove("restored");
+    assert_eq!(files, original.0, "the clone's file tree differs");
+    assert!(
+        std::fs::read(&blk).unwrap() == original.1,
+        "the clone's block volume differs"
+    );
+    // Both run, each on its own data: the clone's pod finds its restored data, and what
+    // it writes is not in the original's volume.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !data.join("restored").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the clone's pod never started on its data"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !env.pv_path("shop", "data", false)
+            .await
+            .join("restored")
+            .exists()
+    );
+    let running = pods
+        .list(&ListParams::default().labels("app=shop-copy"))
+        .await
+        .unwrap();
+    assert_eq!(running.items.len(), 1, "one clone pod");
+    web_pod(&env, "shop", "ready").await;
+
+    // 2. The first cluster is gone. A second one, with its own operator, is pointed at the
+    //    same repository (read-only): the backup appears, and a Restore brings the app
+    //    back with its data and its objects as they were.
+    let Env {
+        cluster,
+        dir: first_dir,
+        ..
+    } = env;
+    cluster.stop().await;
+    drop(first_dir);
+    let env = Env::start().await;
+    env.apply(&app_yaml("shop", &repo).replace("initialize: true", "readOnly: true"));
+    wait_synced(&env, "shop", "shop-1", &manifest).await;
+    restore(&env, "shop", "dr", json!({"backup": "shop-1"}));
+    let st = wait_restore(&env, "shop", "dr").await;
+    assert_eq!(st.phase, Some(RestorePhase::Completed), "{st:#?}");
+    assert!(
+        st.volumes.len() == 2
+            && st
+                .volumes
+                .iter()
+                .all(|v| v.phase == Some(VolumeRestorePhase::Completed)),
+        "{st:#?}"
+    );
+    web_pod(&env, "shop", "restored").await;
+    let back = volumes_of(&env, "shop").await;
+    assert_eq!(back.0, original.0, "the file tree differs after DR");
+    assert!(back.1 == original.1, "the block volume differs after DR");
+    for (k, o) in COMPARED.iter().zip(&originals) {
+        assert_eq!(
+            user_part(k, &object(&env, "shop", k)),
+            user_part(k, o),
+            "{k} differs in the second cluster"
+        );
+    }
     env.cluster.stop().await;
 }

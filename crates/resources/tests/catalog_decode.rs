@@ -202,9 +202,9 @@ proptest! {
     }
 }
 
-#[test]
-fn hostile_entries_are_refused() {
-    let ok = Catalog {
+/// A valid catalog of one ConfigMap.
+fn one_entry_catalog() -> Catalog {
+    Catalog {
         format: CATALOG_FORMAT,
         cluster: ClusterInfo::default(),
         selection: RecordedSelection::default(),
@@ -219,7 +219,12 @@ fn hostile_entries_are_refused() {
             size: 100,
             chunks: vec![Id([7u8; 32])],
         }],
-    };
+    }
+}
+
+#[test]
+fn hostile_entries_are_refused() {
+    let ok = one_entry_catalog();
     Catalog::from_bytes(&ok.to_bytes().unwrap(), "c").unwrap();
     type Change = Box<dyn Fn(&mut Entry)>;
     let cases: Vec<(&str, Change)> = vec![
@@ -276,27 +281,7 @@ fn hostile_entries_are_refused() {
 /// A format-2 catalog whose lines do not add up: each is damaged, in one line.
 #[test]
 fn format_2_lines_that_do_not_add_up_are_damaged() {
-    let ok = String::from_utf8(
-        Catalog {
-            format: CATALOG_FORMAT,
-            cluster: ClusterInfo::default(),
-            selection: RecordedSelection::default(),
-            collected: Vec::new(),
-            entries: vec![Entry {
-                api_version: "v1".into(),
-                kind: "ConfigMap".into(),
-                resource: "configmaps".into(),
-                namespace: Some("shop".into()),
-                name: "settings".into(),
-                labels: BTreeMap::new(),
-                size: 100,
-                chunks: vec![Id([7u8; 32])],
-            }],
-        }
-        .to_bytes()
-        .unwrap(),
-    )
-    .unwrap();
+    let ok = String::from_utf8(one_entry_catalog().to_bytes().unwrap()).unwrap();
     let lines: Vec<&str> = ok.lines().collect();
     assert_eq!(lines.len(), 3, "{ok}");
     let (header, entry, end) = (lines[0], lines[1], lines[2]);
