@@ -185,11 +185,15 @@ pub fn object_not_stored(r: &ServedResource, obj: &Value) -> Option<&'static str
     }
 }
 
-/// Objects a listing page holds: what a backup keeps in memory per listing at most.
-const PAGE_SIZE: u32 = 500;
+/// Objects a listing page holds at most.
+const PAGE_SIZE: u32 = 250;
 
-/// Listings whose first page is fetched ahead while earlier ones are stored.
-const LISTINGS_AHEAD: usize = 8;
+/// Listings whose first page is fetched ahead while an earlier one is stored (many types
+/// have few objects: their listings are round trips worth overlapping). With the page
+/// being stored, a backup holds at most `(LISTINGS_AHEAD + 1) * PAGE_SIZE` objects
+/// (measured: 8 pages of 500 Deployments ahead held 23 MiB more at 10,000 objects than
+/// at 1,000).
+const LISTINGS_AHEAD: usize = 4;
 
 /// Lists every object of one resource type (in one namespace, or all), page by page.
 pub async fn list_all(
