@@ -173,13 +173,15 @@ impl Catalog {
         };
         let head = repo.read_chunk(first).await?;
         if !head.starts_with(b"{\"header\"") {
-            let bytes = read_bounded(repo, &snap.root, MAX_CATALOG_BYTES, &what).await?;
+            // Format 1: one JSON object, decoded whole (the head chunk is not read again).
+            let rest_limit = MAX_CATALOG_BYTES.saturating_sub(head.len() as u64);
+            let mut bytes = head.to_vec();
+            bytes.extend(read_bounded(repo, &snap.root[1..], rest_limit, &what).await?);
             return Catalog::from_bytes(&bytes, &what);
         }
         // Format 2: decoded a line at a time as the chunks arrive, so that only the
         // entries are held, never the catalog's bytes as well.
         let mut dec = LineDecoder::new(&what);
-        let mut pending: Vec<u8> = Vec::new();
         let mut total = 0u64;
         let mut chunks = futures::stream::iter(1..snap.root.len())
             .map(|i| repo.read_chunk(&snap.root[i]))
@@ -192,27 +194,8 @@ impl Catalog {
                     "its chunks hold more than the {MAX_CATALOG_BYTES} bytes a catalog may have"
                 )));
             }
-            let mut rest: &[u8] = &bytes;
-            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-                if pending.is_empty() {
-                    dec.line(&rest[..nl])?;
-                } else {
-                    pending.extend_from_slice(&rest[..nl]);
-                    dec.line(&pending)?;
-                    pending.clear();
-                }
-                rest = &rest[nl + 1..];
-            }
-            if pending.len() + rest.len() > MAX_CATALOG_LINE {
-                return Err(dec.damaged(format!(
-                    "a line longer than the {MAX_CATALOG_LINE} bytes a line may have"
-                )));
-            }
-            pending.extend_from_slice(rest);
+            dec.push(&bytes)?;
             part = chunks.next().await.transpose()?;
-        }
-        if !pending.is_empty() {
-            return Err(dec.damaged("it ends in the middle of a line".into()));
         }
         let mut catalog = dec.finish()?;
         sort_entries(&mut catalog.entries);
@@ -238,12 +221,7 @@ impl Catalog {
         }
         let mut catalog = if bytes.starts_with(b"{\"header\"") {
             let mut dec = LineDecoder::new(what);
-            for line in bytes.split_inclusive(|&b| b == b'\n') {
-                let Some(line) = line.strip_suffix(b"\n") else {
-                    return Err(damaged("it ends in the middle of a line".into()));
-                };
-                dec.line(line)?;
-            }
+            dec.push(bytes)?;
             dec.finish()?
         } else {
             let catalog: Catalog = serde_json::from_slice(bytes)
@@ -473,6 +451,8 @@ fn unknown_format(what: &str, format: u32) -> Error {
 /// Decodes a format-2 catalog line by line, checking each line as it comes.
 struct LineDecoder<'a> {
     what: &'a str,
+    /// The start of a line whose end has not come yet.
+    pending: Vec<u8>,
     header: Option<Header>,
     entries: Vec<Entry>,
     trailer: Option<Trailer>,
@@ -482,6 +462,7 @@ impl<'a> LineDecoder<'a> {
     fn new(what: &'a str) -> Self {
         LineDecoder {
             what,
+            pending: Vec::new(),
             header: None,
             entries: Vec::new(),
             trailer: None,
@@ -493,6 +474,27 @@ impl<'a> LineDecoder<'a> {
             what: self.what.to_string(),
             cause,
         }
+    }
+
+    /// Takes the next bytes of the catalog, in pieces of any size.
+    fn push(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+            if self.pending.is_empty() {
+                self.line(&bytes[..nl])?;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&bytes[..nl]);
+                self.line(&line)?;
+            }
+            bytes = &bytes[nl + 1..];
+        }
+        if self.pending.len() + bytes.len() > MAX_CATALOG_LINE {
+            return Err(self.damaged(format!(
+                "a line longer than the {MAX_CATALOG_LINE} bytes a line may have"
+            )));
+        }
+        self.pending.extend_from_slice(bytes);
+        Ok(())
     }
 
     fn line(&mut self, bytes: &[u8]) -> Result<()> {
@@ -542,6 +544,9 @@ impl<'a> LineDecoder<'a> {
     }
 
     fn finish(self) -> Result<Catalog> {
+        if !self.pending.is_empty() {
+            return Err(self.damaged("it ends in the middle of a line".into()));
+        }
         let (Some(header), Some(trailer)) = (self.header, self.trailer) else {
             return Err(Error::Damaged {
                 what: self.what.to_string(),

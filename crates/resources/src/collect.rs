@@ -662,7 +662,8 @@ impl Collection<'_> {
                 let items: Vec<Value> = items
                     .into_iter()
                     .filter(|o| {
-                        !self.named.contains(&key_of(&res, o))
+                        // No key built per object unless objects were named.
+                        (self.named.is_empty() || !self.named.contains(&key_of(&res, o)))
                             && (!several
                                 || seen.insert((
                                     namespace_of(o).map(str::to_string),
